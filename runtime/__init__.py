@@ -1,0 +1,47 @@
+"""jina-onnx: Jina Embeddings v1 on ONNX Runtime, without PyTorch.
+
+Example:
+    >>> from jina_onnx import build_model, encode, cos_sim
+    >>> model = build_model("jina-embedding-t-en-v1")  # doctest: +SKIP
+    >>> a, b = encode(model=model, data=["how is the weather today", "What is the current weather like today?"])  # doctest: +SKIP
+    >>> cos_sim(a, b)  # doctest: +SKIP
+
+This module imports numpy only; onnxruntime and tokenizers load when a model is built, and
+torch, transformers and optimum never (they belong to `jina_onnx.export`).
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    ArtifactError,
+    DeviceError,
+    ExportError,
+    InputError,
+    InputTypeError,
+    JinaOnnxError,
+    MissingDependencyError,
+    ModelNotFoundError,
+)
+from .model import EmbeddingModel, TruncationWarning, build_model, encode
+from .registry import ModelSpec, list_models
+from .similarity import cos_sim
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError",
+    "DeviceError",
+    "EmbeddingModel",
+    "ExportError",
+    "InputError",
+    "InputTypeError",
+    "JinaOnnxError",
+    "MissingDependencyError",
+    "ModelNotFoundError",
+    "ModelSpec",
+    "TruncationWarning",
+    "build_model",
+    "cos_sim",
+    "encode",
+    "list_models",
+]

@@ -1,0 +1,126 @@
+"""The `jina-onnx` command line: a thin layer over the library.
+
+`main(argv)` returns the exit code, so tests call it in-process. The export stage (and with it
+torch) is imported only by the `export` command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from typing import Sequence
+
+from .errors import JinaOnnxError
+
+SEED_A = "how is the weather today"
+SEED_B = "What is the current weather like today?"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns 0 on success, 1 on a user error, 3 when the hub is unreachable."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
+                        stream=sys.stderr)
+    try:
+        return int(args.run(args) or 0)
+    except JinaOnnxError as e:
+        print(f"jina-onnx: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("jina-onnx: interrupted", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jina-onnx", description="Jina Embeddings v1 on ONNX Runtime, without PyTorch.")
+    parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    models = commands.add_parser("models", help="list the known models")
+    models.set_defaults(run=_models)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX (needs the `export` extra)")
+    export.add_argument("source", help="model name, hub id (jinaai/...) or local checkpoint directory")
+    export.add_argument("--out", help="artifact directory (default: $JINA_ONNX_HOME/<name>)")
+    export.add_argument("--name", help="model name recorded in the artifact")
+    export.add_argument("--revision", help="hub branch, tag or commit")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
+    export.set_defaults(run=_export)
+
+    encode = commands.add_parser("encode", help="embed texts (arguments, or one per line on stdin)")
+    _model_options(encode)
+    encode.add_argument("texts", nargs="*", help="texts to embed; none: read stdin, one text per line")
+    encode.add_argument("--output", "-o", help="write a .npy file instead of JSON lines on stdout")
+    encode.add_argument("--batch-size", type=int, default=32)
+    encode.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                        help="L2-normalize (default: as the model declares)")
+    encode.set_defaults(run=_encode)
+
+    similarity = commands.add_parser("similarity", help="print the cosine similarity of two texts")
+    _model_options(similarity)
+    similarity.add_argument("text_a", help=f'e.g. "{SEED_A}"')
+    similarity.add_argument("text_b", help=f'e.g. "{SEED_B}"')
+    similarity.set_defaults(run=_similarity)
+    return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", "-m", default="jina-embedding-t-en-v1", help="model name or artifact directory")
+    parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: ONNX Runtime's)")
+
+
+def _models(args: argparse.Namespace) -> int:
+    from .registry import home_dir, list_models
+
+    print(f"{'name':<26} {'hub id':<32} {'arch':<11} {'dims':>5} {'layers':>6} {'params':>6}  exported")
+    for spec in list_models():
+        exported = "yes" if (home_dir() / spec.name / "manifest.json").is_file() else "no"
+        print(f"{spec.name:<26} {spec.hub_id:<32} {spec.architecture.value:<11} {spec.dim:>5} {spec.layers:>6} "
+              f"{spec.params:>6}  {exported}")
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from .errors import require
+
+    require("torch", "export")  # a clear message before the slow import chain starts
+    from jina_onnx.export import export_model
+
+    path = export_model(args.source, args.out, name=args.name, revision=args.revision, overwrite=args.overwrite)
+    print(path)
+    return 0
+
+
+def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from .model import build_model
+
+    return build_model(args.model, device=args.device, precision=args.precision, threads=args.threads)
+
+
+def _encode(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
+    model = _load(args)
+    embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize)
+    if args.output:
+        np.save(args.output, embeddings)
+        logging.getLogger("jina_onnx").info("jina-onnx: wrote %s %s", args.output, embeddings.shape)
+    else:
+        for text, vector in zip(texts, embeddings):
+            print(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}))
+    return 0
+
+
+def _similarity(args: argparse.Namespace) -> int:
+    from .similarity import cos_sim
+
+    model = _load(args)
+    a, b = model.encode([args.text_a, args.text_b])
+    print(f"{cos_sim(a, b):.6f}")
+    return 0

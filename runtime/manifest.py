@@ -1,0 +1,199 @@
+"""The artifact manifest: the one schema shared by the export stage and the runtime.
+
+An artifact is a directory holding `manifest.json`, the tokenizer and one ONNX file per
+precision. The runtime trusts only what the manifest says, and checks every file it names
+against the sha256 recorded at export before using it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from .errors import ArtifactError
+from .registry import Architecture
+
+MANIFEST_FILE = "manifest.json"
+SCHEMA_VERSION = 1
+
+
+class Pooling(str, Enum):
+    """How token embeddings become one sentence embedding (sentence-transformers modes)."""
+
+    MEAN = "mean"
+    CLS = "cls"
+    MAX = "max"
+
+
+class Precision(str, Enum):
+    """The ONNX variants an artifact may hold."""
+
+    FP32 = "fp32"
+
+
+@dataclass(frozen=True)
+class Parity:
+    """How closely a variant reproduced PyTorch on the export probe set."""
+
+    max_abs_diff: float  # over every element of every pooled embedding
+    mean_cosine: float
+    min_cosine: float
+    probe_count: int  # number of probe texts
+    reference: str  # what the variant was compared against, e.g. "torch fp32"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ONNX file of the artifact."""
+
+    precision: Precision
+    file: str  # relative to the artifact directory
+    sha256: str
+    opset: int
+    parity: Parity
+
+
+@dataclass(frozen=True)
+class TokenizerInfo:
+    """The Rust tokenizer file and the padding it needs."""
+
+    file: str
+    sha256: str
+    pad_id: int
+    vocab_size: int
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the weights came from."""
+
+    kind: str  # "hub" or "local"
+    location: str  # hub id, or the local directory as given
+    revision: str | None  # hub commit hash; None for a local directory
+    weights_file: str  # file name of the weights inside the checkpoint
+    weights_sha256: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """Everything the runtime needs to know about an exported model."""
+
+    name: str
+    architecture: Architecture
+    dim: int
+    max_length: int  # tokens; longer input is truncated
+    pooling: Pooling
+    normalize: bool  # the checkpoint ends in a Normalize module: L2-normalize by default
+    inputs: tuple[str, ...]  # graph input names, in order
+    tokenizer: TokenizerInfo
+    variants: dict[Precision, Variant]
+    source: Source
+    versions: dict[str, str]  # package versions used at export
+    created_at: str
+    schema_version: int = SCHEMA_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, ignored by the runtime
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["variants"] = {p.value: asdict(v) for p, v in self.variants.items()}
+        return json.dumps(data, indent=2, default=_enum_value, sort_keys=False) + "\n"
+
+    def save(self, directory: Path) -> Path:
+        path = Path(directory) / MANIFEST_FILE
+        path.write_text(self.to_json(), encoding="utf-8")
+        return path
+
+
+def _enum_value(obj: object) -> object:
+    if isinstance(obj, Enum):
+        return obj.value
+    raise TypeError(f"not JSON serializable: {obj!r}")
+
+
+def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks so large graphs don't need to fit in memory."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def safe_member(directory: Path, name: str) -> Path:
+    """Resolve a file name from a manifest, refusing any that would leave the artifact directory."""
+    pure = PurePosixPath(name)
+    if not name or pure.is_absolute() or ".." in pure.parts or "\\" in name:
+        raise ArtifactError(
+            f"{directory / MANIFEST_FILE}: file name {name!r} points outside the artifact directory; "
+            "re-export the model"
+        )
+    return directory / pure
+
+
+def load_manifest(directory: Path) -> Manifest:
+    """Read and validate `manifest.json` of an artifact directory.
+
+    Example:
+        >>> m = load_manifest(Path("~/.cache/jina-onnx/jina-embedding-t-en-v1").expanduser())  # doctest: +SKIP
+        >>> m.dim  # doctest: +SKIP
+        312
+    """
+    path = Path(directory) / MANIFEST_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise ArtifactError(f"{path}: missing; this is not an exported jina-onnx artifact") from e
+    except (OSError, ValueError) as e:
+        raise ArtifactError(f"{path}: unreadable ({e}); re-export the model") from e
+    try:
+        return _parse(raw)
+    except ArtifactError as e:
+        raise ArtifactError(f"{path}: {e}") from None
+    except (KeyError, TypeError, ValueError) as e:
+        raise ArtifactError(f"{path}: malformed manifest ({type(e).__name__}: {e}); re-export the model") from e
+
+
+def _parse(raw: dict[str, Any]) -> Manifest:
+    version = raw.get("schema_version")
+    if not isinstance(version, int):
+        raise ArtifactError("no schema_version; re-export the model")
+    if version > SCHEMA_VERSION:
+        raise ArtifactError(
+            f"schema_version {version} is newer than this jina-onnx understands ({SCHEMA_VERSION}); "
+            "upgrade jina-onnx or re-export with this version"
+        )
+    variants = {}
+    for key, v in raw["variants"].items():
+        precision = Precision(key)
+        variants[precision] = Variant(
+            precision=Precision(v["precision"]),
+            file=str(v["file"]),
+            sha256=str(v["sha256"]),
+            opset=int(v["opset"]),
+            parity=Parity(**v["parity"]),
+        )
+    if not variants:
+        raise ArtifactError("lists no ONNX variant; re-export the model")
+    dim, max_length = int(raw["dim"]), int(raw["max_length"])
+    if dim <= 0 or max_length <= 0:
+        raise ArtifactError(f"dim {dim} and max_length {max_length} must be positive")
+    return Manifest(
+        name=str(raw["name"]),
+        architecture=Architecture(raw["architecture"]),
+        dim=dim,
+        max_length=max_length,
+        pooling=Pooling(raw["pooling"]),
+        normalize=bool(raw["normalize"]),
+        inputs=tuple(raw["inputs"]),
+        tokenizer=TokenizerInfo(**raw["tokenizer"]),
+        variants=variants,
+        source=Source(**raw["source"]),
+        versions=dict(raw["versions"]),
+        created_at=str(raw["created_at"]),
+        schema_version=version,
+        extra=dict(raw.get("extra", {})),
+    )

@@ -1,0 +1,295 @@
+"""The runtime API: `build_model`, `encode` and the `EmbeddingModel` they share."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ArtifactError, InputError, InputTypeError, ModelNotFoundError, require
+from .manifest import MANIFEST_FILE, Manifest, Pooling, Precision, Variant, load_manifest, safe_member, sha256_file
+from .pooling import pool
+from .registry import find_spec, home_dir
+from .session import create_session, select_device
+from .similarity import FloatArray, l2_normalize
+from .tokenization import TextTokenizer
+
+log = logging.getLogger("jina_onnx")
+
+PRECISIONS = ("auto", *(p.value for p in Precision))
+KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TruncationWarning(UserWarning):
+    """Some inputs were longer than the model maximum and were cut."""
+
+
+class EmbeddingModel:
+    """An exported model loaded into an ONNX Runtime session, ready to embed text.
+
+    Build it with `build_model`; it is safe to call `encode` from several threads.
+
+    Example:
+        >>> model = build_model("jina-embedding-t-en-v1")  # doctest: +SKIP
+        >>> model.encode(["how is the weather today"]).shape  # doctest: +SKIP
+        (1, 312)
+    """
+
+    def __init__(self, directory: Path, manifest: Manifest, variant: Variant, device: str, threads: int | None):
+        self.directory = directory
+        self.manifest = manifest
+        self.precision = variant.precision.value
+        self.device = device
+        self.onnx_path = safe_member(directory, variant.file)
+        self.tokenizer = TextTokenizer(_checked_tokenizer_path(directory, manifest), manifest.max_length,
+                                       manifest.tokenizer.pad_id)
+        if self.tokenizer.vocab_size != manifest.tokenizer.vocab_size:
+            raise ArtifactError(
+                f"{self.tokenizer.path}: vocabulary has {self.tokenizer.vocab_size} tokens but the manifest "
+                f"says {manifest.tokenizer.vocab_size}; the tokenizer belongs to another model: re-export"
+            )
+        _check_file(self.onnx_path, variant.sha256)
+        self.session = create_session(self.onnx_path, device, threads)
+        self._input_names = [i.name for i in self.session.get_inputs()]
+        unknown = set(self._input_names) - set(KNOWN_INPUTS)
+        if unknown:
+            raise ArtifactError(f"{self.onnx_path}: unexpected graph inputs {sorted(unknown)}; expected {KNOWN_INPUTS}")
+        outputs = {o.name: o for o in self.session.get_outputs()}
+        # Graphs from jina-onnx pool inside the graph; a third-party graph falls back to numpy pooling.
+        self._output = "sentence_embedding" if "sentence_embedding" in outputs else next(iter(outputs))
+        width = outputs[self._output].shape[-1]
+        if isinstance(width, int) and width != manifest.dim:
+            raise ArtifactError(
+                f"{self.onnx_path}: graph output {self._output!r} has width {width} but the manifest says "
+                f"dim {manifest.dim}; the ONNX file belongs to another model: re-export"
+            )
+        self._pooled_in_graph = self._output == "sentence_embedding"
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def dim(self) -> int:
+        return self.manifest.dim
+
+    @property
+    def max_length(self) -> int:
+        return self.manifest.max_length
+
+    def __repr__(self) -> str:
+        return (f"EmbeddingModel(name={self.name!r}, dim={self.dim}, precision={self.precision!r}, "
+                f"device={self.device!r}, path={str(self.onnx_path)!r})")
+
+    def encode(
+        self,
+        data: Sequence[str],
+        *,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        show_progress: bool = False,
+    ) -> FloatArray:
+        """Embed texts; returns float32 of shape (len(data), dim) in the caller's order.
+
+        Args:
+            data: the texts. An empty string is a valid text; an empty list gives shape (0, dim).
+            batch_size: texts per ONNX Runtime call.
+            normalize: L2-normalize the rows. None follows the model (a Normalize module in the
+                checkpoint means yes; the four Jina v1 models have none).
+            max_length: truncate at this many tokens (special tokens included); at most the model's.
+            show_progress: draw a tqdm progress bar over the batches.
+
+        Example:
+            >>> vectors = model.encode(["how is the weather today", "What is the current weather like today?"])  # doctest: +SKIP
+        """
+        texts = _check_texts(data)
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise InputError(f"batch_size={batch_size!r} must be a positive integer")
+        limit = self._check_max_length(max_length)
+        out = np.empty((len(texts), self.dim), dtype=np.float32)  # (n, dim)
+        if not texts:
+            return out
+        tokens = self.tokenizer.tokenize(texts, limit)
+        if tokens.truncated:
+            warnings.warn(
+                f"{tokens.truncated} of {len(texts)} inputs were longer than {limit} tokens and were truncated",
+                TruncationWarning,
+                stacklevel=2,
+            )
+        # Sorting by length keeps the padding inside each batch small; `order` maps back.
+        order = np.argsort(tokens.lengths, kind="stable")
+        starts = range(0, len(texts), batch_size)
+        for start in _progress(starts, show_progress, total=len(starts), desc=f"encode {self.name}"):
+            rows = order[start : start + batch_size]
+            out[rows] = self._run([tokens.ids[i] for i in rows])
+        if normalize if normalize is not None else self.manifest.normalize:
+            out = l2_normalize(out)
+        return out
+
+    def _run(self, ids: list[list[int]]) -> FloatArray:
+        input_ids, attention_mask = self.tokenizer.pad(ids)  # (batch, seq) each
+        feed: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._input_names:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        feed = {name: feed[name] for name in self._input_names}
+        (result,) = self.session.run([self._output], feed)
+        if self._pooled_in_graph:
+            return result  # (batch, dim)
+        return pool(result, attention_mask, self.manifest.pooling)  # (batch, seq, dim) -> (batch, dim)
+
+    def _check_max_length(self, max_length: int | None) -> int:
+        if max_length is None:
+            return self.max_length
+        if not isinstance(max_length, int) or isinstance(max_length, bool) or not 1 < max_length <= self.max_length:
+            raise InputError(
+                f"max_length={max_length!r} must be an integer from 2 to the model maximum {self.max_length}"
+            )
+        return max_length
+
+
+def build_model(
+    name_or_path: str | os.PathLike[str],
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    cache_dir: str | os.PathLike[str] | None = None,
+    threads: int | None = None,
+) -> EmbeddingModel:
+    """Load an exported model.
+
+    Args:
+        name_or_path: a model name (looked up in `cache_dir`) or an artifact directory.
+        device: "cpu", "cuda", or "auto" (CUDA when this onnxruntime offers it, else CPU).
+        precision: which ONNX variant to run; "auto" picks the best one for the device.
+        cache_dir: where named artifacts live; default $JINA_ONNX_HOME or ~/.cache/jina-onnx.
+        threads: ONNX Runtime intra-op threads on CPU; None lets ONNX Runtime decide.
+
+    Example:
+        >>> from jina_onnx import build_model, encode, cos_sim
+        >>> model = build_model("jina-embedding-t-en-v1")  # doctest: +SKIP
+        >>> a, b = encode(model=model, data=["how is the weather today", "What is the current weather like today?"])  # doctest: +SKIP
+        >>> cos_sim(a, b)  # doctest: +SKIP
+    """
+    if precision not in PRECISIONS:
+        raise InputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    directory = resolve_artifact(name_or_path, cache_dir)
+    manifest = load_manifest(directory)
+    ort_providers = _available_providers()
+    resolved_device = select_device(device, ort_providers)
+    variant = choose_variant(manifest, precision, resolved_device)
+    model = EmbeddingModel(directory, manifest, variant, resolved_device, threads)
+    log.info("jina-onnx: %s runs %s on %s (%s)", manifest.name, variant.precision.value, resolved_device,
+             model.onnx_path)
+    return model
+
+
+def encode(
+    model: EmbeddingModel,
+    data: Sequence[str],
+    *,
+    batch_size: int = 32,
+    normalize: bool | None = None,
+    max_length: int | None = None,
+    show_progress: bool = False,
+) -> FloatArray:
+    """Embed texts with `model`: the seed API, same as `model.encode(data, ...)`.
+
+    Example:
+        >>> embeddings = encode(model=model, data=["how is the weather today"])  # doctest: +SKIP
+        >>> embeddings.shape  # doctest: +SKIP
+        (1, 312)
+    """
+    if not isinstance(model, EmbeddingModel):
+        raise InputTypeError(
+            f"model must be an EmbeddingModel from build_model(...), got {type(model).__name__}"
+        )
+    return model.encode(data, batch_size=batch_size, normalize=normalize, max_length=max_length,
+                        show_progress=show_progress)
+
+
+def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None) -> Path:
+    """The artifact directory for a name (in the cache) or a path; raises with the export command if absent."""
+    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
+        raise InputTypeError(f"name_or_path must be a model name or a directory, got {name_or_path!r}")
+    given = Path(name_or_path).expanduser()
+    if given.is_dir():
+        if not (given / MANIFEST_FILE).is_file():
+            raise ModelNotFoundError(
+                f"{given} has no {MANIFEST_FILE}: it is not an exported artifact. If it is a checkpoint, "
+                f"export it first: jina-onnx export {given} --out DIR"
+            )
+        return given
+    spec = find_spec(str(name_or_path))
+    name = spec.name if spec else str(name_or_path)
+    candidate = home_dir(cache_dir) / name
+    if (candidate / MANIFEST_FILE).is_file():
+        return candidate
+    cache_flag = f" --out {candidate}" if cache_dir is not None else ""
+    source = spec.hub_id if spec else str(name_or_path)
+    raise ModelNotFoundError(
+        f"model {str(name_or_path)!r} is not exported yet (looked in {candidate}); run: "
+        f"jina-onnx export {source}{cache_flag}"
+    )
+
+
+def choose_variant(manifest: Manifest, precision: str, device: str) -> Variant:
+    """The manifest's variant for a precision; "auto" takes the best one available for the device."""
+    if precision == "auto":
+        return manifest.variants[Precision.FP32] if Precision.FP32 in manifest.variants else next(
+            iter(manifest.variants.values()))
+    variant = manifest.variants.get(Precision(precision))
+    if variant is None:
+        have = ", ".join(p.value for p in manifest.variants)
+        raise ArtifactError(
+            f"{manifest.name} has no {precision} variant (it has: {have}); "
+            f"re-export with: jina-onnx export SOURCE --precision {precision}"
+        )
+    return variant
+
+
+def _available_providers() -> list[str]:
+    ort = require("onnxruntime", "cpu")
+    return list(ort.get_available_providers())  # type: ignore[attr-defined]
+
+
+def _checked_tokenizer_path(directory: Path, manifest: Manifest) -> Path:
+    path = safe_member(directory, manifest.tokenizer.file)
+    _check_file(path, manifest.tokenizer.sha256)
+    return path
+
+
+def _check_file(path: Path, expected_sha256: str) -> None:
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; the artifact is incomplete, re-export the model")
+    actual = sha256_file(path)
+    if actual != expected_sha256:
+        raise ArtifactError(
+            f"{path}: checksum mismatch (sha256 {actual[:12]}..., manifest says {expected_sha256[:12]}...); "
+            "the file is corrupted or was replaced: re-export the model"
+        )
+
+
+def _check_texts(data: object) -> list[str]:
+    if isinstance(data, (str, bytes)):
+        raise InputTypeError(f"data must be a list of strings, got a single {type(data).__name__}; wrap it: [text]")
+    if not isinstance(data, Sequence) and not isinstance(data, np.ndarray):
+        raise InputTypeError(f"data must be a list of strings, got {type(data).__name__}")
+    texts = list(data)
+    for index, text in enumerate(texts):
+        if not isinstance(text, str):
+            kind = "None" if text is None else type(text).__name__
+            raise InputTypeError(f"data[{index}] is {kind}, not a string; pass only str items (use '' for empty)")
+    return texts
+
+
+def _progress(iterable: Any, enabled: bool, total: int, desc: str) -> Any:
+    if not enabled:
+        return iterable
+    tqdm = require("tqdm", "cpu")
+    return tqdm.tqdm(iterable, total=total, desc=desc, unit="batch")  # type: ignore[attr-defined]

@@ -1,0 +1,85 @@
+"""Text -> token ids with the Rust `tokenizers` library: truncation, counting what was cut, padding."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ArtifactError, require
+
+IdArray = npt.NDArray[np.int64]
+
+
+@dataclass(frozen=True)
+class TokenizedBatch:
+    """Token ids of some texts, unpadded, in the caller's order."""
+
+    ids: list[list[int]]  # one list of ids per text, special tokens included
+    truncated: int  # how many texts were longer than max_length and were cut
+
+    @property
+    def lengths(self) -> npt.NDArray[np.int64]:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+class TextTokenizer:
+    """A `tokenizers.Tokenizer` set up to truncate at the model maximum and never pad.
+
+    Padding is done per batch in `pad` so each batch is only as long as its longest member.
+    The object is safe to share between threads: a truncation length other than the default
+    gets its own tokenizer copy instead of mutating the shared one.
+    """
+
+    def __init__(self, path: Path, max_length: int, pad_id: int) -> None:
+        tokenizers = require("tokenizers", "cpu")
+        try:
+            base = tokenizers.Tokenizer.from_file(str(path))  # type: ignore[attr-defined]
+        except Exception as e:  # the Rust side raises a bare Exception on a bad file
+            raise ArtifactError(f"{path}: cannot be loaded as a tokenizer ({e}); re-export the model") from e
+        self.path = path
+        self.max_length = max_length
+        self.pad_id = pad_id
+        self.vocab_size: int = base.get_vocab_size(with_added_tokens=True)
+        self._json = base.to_str()
+        self._by_length: dict[int, object] = {}
+        self._lock = threading.Lock()
+        self._by_length[max_length] = self._configure(base, max_length)
+
+    @staticmethod
+    def _configure(tokenizer: object, max_length: int) -> object:
+        tokenizer.no_padding()  # type: ignore[attr-defined]
+        tokenizer.enable_truncation(max_length)  # type: ignore[attr-defined]
+        return tokenizer
+
+    def _for_length(self, max_length: int) -> object:
+        tokenizer = self._by_length.get(max_length)
+        if tokenizer is None:
+            tokenizers = require("tokenizers", "cpu")
+            with self._lock:
+                tokenizer = self._by_length.get(max_length)
+                if tokenizer is None:
+                    fresh = tokenizers.Tokenizer.from_str(self._json)  # type: ignore[attr-defined]
+                    tokenizer = self._by_length[max_length] = self._configure(fresh, max_length)
+        return tokenizer
+
+    def tokenize(self, texts: list[str], max_length: int | None = None) -> TokenizedBatch:
+        """Token ids of each text, cut to `max_length` (default: the model maximum)."""
+        tokenizer = self._for_length(max_length or self.max_length)
+        encodings = tokenizer.encode_batch_fast(texts)  # type: ignore[attr-defined]
+        # With truncation on, the Rust tokenizer keeps whatever it cut in `overflowing`.
+        truncated = sum(1 for e in encodings if e.overflowing)
+        return TokenizedBatch(ids=[e.ids for e in encodings], truncated=truncated)
+
+    def pad(self, ids: list[list[int]]) -> tuple[IdArray, IdArray]:
+        """Right-pad to the longest sequence: (input_ids, attention_mask), both (batch, seq) int64."""
+        longest = max((len(x) for x in ids), default=0)
+        input_ids = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(ids), longest), dtype=np.int64)
+        for row, seq in enumerate(ids):
+            input_ids[row, : len(seq)] = seq
+            attention_mask[row, : len(seq)] = 1
+        return input_ids, attention_mask
