@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from jina_onnx.errors import ExportError
 from jina_onnx.manifest import Pooling
@@ -118,6 +119,19 @@ def _max_length(directory: Path, config: dict[str, Any], st_config: dict[str, An
     return length
 
 
+@contextlib.contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """Silence transformers' informational warnings for a block, restoring the caller's level after."""
+    import transformers
+
+    level = transformers.logging.get_verbosity()
+    transformers.logging.set_verbosity_error()
+    try:
+        yield
+    finally:
+        transformers.logging.set_verbosity(level)
+
+
 def load_torch_model(checkpoint: Checkpoint) -> Any:
     """The encoder as a PyTorch module in eval mode; refuses a checkpoint with missing weights.
 
@@ -132,13 +146,13 @@ def load_torch_model(checkpoint: Checkpoint) -> Any:
     else:
         config = transformers.T5Config.from_pretrained(checkpoint.directory)
         model_cls, kwargs = transformers.T5EncoderModel, {}
-    # The "weights not used: pooler..." notice is expected (no pooler is needed); real gaps are checked below.
-    transformers.logging.set_verbosity_error()
     try:
-        model, info = model_cls.from_pretrained(
-            checkpoint.directory, config=config, output_loading_info=True, trust_remote_code=False,
-            use_safetensors=checkpoint.weights.suffix == ".safetensors", **kwargs,
-        )
+        # The "weights not used: pooler..." notice is expected (no pooler is needed); real gaps are checked below.
+        with quiet_transformers():
+            model, info = model_cls.from_pretrained(
+                checkpoint.directory, config=config, output_loading_info=True, trust_remote_code=False,
+                use_safetensors=checkpoint.weights.suffix == ".safetensors", **kwargs,
+            )
     except (OSError, RuntimeError, ValueError) as e:
         raise ExportError(f"{checkpoint.weights}: cannot load weights ({e})") from e
     missing = [k for k in info["missing_keys"] if "pooler" not in k]

@@ -12,8 +12,11 @@ def load_hf_tokenizer(directory: Path) -> Any:
     """The checkpoint's fast tokenizer, exactly as sentence-transformers would load it."""
     import transformers
 
+    from .checkpoint import quiet_transformers
+
     try:
-        tokenizer = transformers.AutoTokenizer.from_pretrained(directory, use_fast=True, trust_remote_code=False)
+        with quiet_transformers():  # T5's "legacy behaviour" notice is about the slow tokenizer, unused here
+            tokenizer = transformers.AutoTokenizer.from_pretrained(directory, use_fast=True, trust_remote_code=False)
     except (OSError, ValueError, ImportError) as e:
         raise ExportError(f"{directory}: cannot load the tokenizer ({e})") from e
     if not tokenizer.is_fast:

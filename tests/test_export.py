@@ -1,0 +1,156 @@
+"""Export of the four exact configs and the real MiniLM: parity with PyTorch and artifact layout."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from jina_onnx import build_model
+from jina_onnx.errors import ExportError, ParityError
+from jina_onnx.export import export_model
+from jina_onnx.manifest import load_manifest
+from jina_onnx.registry import find_spec
+
+from benchmarks.sts import load_sts
+
+LONG = "The committee reviewed every proposal with care before the final vote. " * 80  # > 512 tokens
+
+
+def mixed_texts() -> list[str]:
+    first, second, _ = load_sts()
+    return first[:12] + second[:12] + ["", "a", LONG, "Zoë's café — ünïcode ✓ 東京", LONG[:4000]]
+
+
+def sentence_transformer(path: Path):  # type: ignore[no-untyped-def]
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(path), device="cpu")
+
+
+@pytest.mark.parametrize("size", ["t", "s", pytest.param("b", marks=pytest.mark.slow),
+                                  pytest.param("l", marks=pytest.mark.slow)])
+def test_export_matches_pytorch(size: str, checkpoint, artifact) -> None:
+    directory = artifact(size)
+    manifest = load_manifest(directory)
+    spec = find_spec(size)
+    assert spec is not None
+    assert (manifest.dim, manifest.max_length, manifest.architecture) == (spec.dim, 512, spec.architecture)
+    assert manifest.variants["fp32"].parity.max_abs_diff <= 1e-4  # recorded at export
+
+    texts = mixed_texts()
+    expected = sentence_transformer(checkpoint(size)).encode(texts, convert_to_numpy=True, batch_size=8)
+    model = build_model(directory, device="cpu")
+    with pytest.warns(UserWarning, match="2 of 29 inputs were longer than 512 tokens"):
+        actual = model.encode(texts, batch_size=8)
+    assert actual.shape == (len(texts), spec.dim) and actual.dtype == np.float32
+    assert np.abs(actual - expected).max() <= 1e-4
+
+
+@pytest.mark.parametrize("size,inputs", [("t", ["input_ids", "attention_mask", "token_type_ids"]),
+                                         ("s", ["input_ids", "attention_mask"])])
+def test_graph_layout(size: str, inputs: list[str], artifact) -> None:
+    directory = artifact(size)
+    graph = onnx.load(str(directory / "model.onnx"), load_external_data=False).graph
+    assert [i.name for i in graph.input] == inputs
+    assert [o.name for o in graph.output] == ["sentence_embedding", "token_embeddings"]
+    dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "sequence"]
+    files = sorted(p.name for p in directory.iterdir())
+    assert files == ["manifest.json", "model.onnx", "tokenizer.json"]
+    tokenizer = json.loads((directory / "tokenizer.json").read_text())
+    assert tokenizer["truncation"] is None and tokenizer["padding"] is None
+
+
+def test_t5_export_never_runs_remote_code(checkpoint) -> None:
+    # The synthetic T5 checkpoint's modeling_t5.py raises if imported; export succeeded without it.
+    assert "raise RuntimeError" in (checkpoint("s") / "modeling_t5.py").read_text()
+    assert json.loads((checkpoint("s") / "config.json").read_text())["auto_map"]
+
+
+def test_minilm_matches_sentence_transformers_and_sts(minilm_artifact) -> None:
+    from jina_onnx.export.synthetic import minilm_checkpoint
+
+    from benchmarks.sts import sts_spearman
+
+    first, second, scores = load_sts()
+    reference = sentence_transformer(minilm_checkpoint())
+    ref1 = reference.encode(first, batch_size=64, convert_to_numpy=True)
+    ref2 = reference.encode(second, batch_size=64, convert_to_numpy=True)
+    model = build_model(minilm_artifact, device="cpu")
+    ours1, ours2 = model.encode(first, batch_size=64), model.encode(second, batch_size=64)
+    assert model.manifest.normalize and np.allclose(np.linalg.norm(ours1, axis=1), 1, atol=1e-5)
+    assert max(np.abs(ours1 - ref1).max(), np.abs(ours2 - ref2).max()) <= 1e-4
+    ours, theirs = sts_spearman(ours1, ours2, scores), sts_spearman(ref1, ref2, scores)
+    assert ours > 80  # the published all-MiniLM-L6-v2 STS-dev figure is about 82
+    assert abs(ours - theirs) <= 0.1
+
+
+def test_parity_failure_writes_nothing(checkpoint, tmp_path: Path, monkeypatch) -> None:
+    from jina_onnx.export import exporter
+
+    monkeypatch.setattr(exporter, "FP32_TOLERANCE", 0.0)  # any real difference now fails the gate
+    out = tmp_path / "refused"
+    with pytest.raises(ParityError, match="nothing was written"):
+        export_model(checkpoint("t"), out)
+    assert list(tmp_path.iterdir()) == []  # neither the artifact nor a staging directory
+
+
+def test_failure_midway_leaves_nothing(checkpoint, tmp_path: Path, monkeypatch) -> None:
+    from jina_onnx.export import exporter
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("simulated crash while tracing")
+
+    monkeypatch.setattr(exporter, "export_onnx", broken)
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        export_model(checkpoint("t"), tmp_path / "crashed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_artifact_needs_overwrite(artifact, checkpoint, tmp_path: Path) -> None:
+    out = tmp_path / "copy"
+    shutil.copytree(artifact("t"), out)
+    before = (out / "manifest.json").read_text()
+    with pytest.raises(ExportError, match="--overwrite"):
+        export_model(checkpoint("t"), out)
+    assert (out / "manifest.json").read_text() == before
+    export_model(checkpoint("t"), out, overwrite=True)
+    assert load_manifest(out).created_at >= load_manifest(artifact("t")).created_at
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copy"]
+
+
+def test_unsupported_and_incomplete_checkpoints(checkpoint, tmp_path: Path) -> None:
+    gpt = tmp_path / "gpt"
+    gpt.mkdir()
+    (gpt / "config.json").write_text(json.dumps({"model_type": "gpt2", "architectures": ["GPT2Model"]}))
+    (gpt / "model.safetensors").write_bytes(b"")
+    with pytest.raises(ExportError, match="supported: BERT"):
+        export_model(gpt, tmp_path / "out-gpt")
+
+    no_weights = tmp_path / "no-weights"
+    shutil.copytree(checkpoint("t"), no_weights)
+    (no_weights / "pytorch_model.bin").unlink()
+    with pytest.raises(ExportError, match="has no weights"):
+        export_model(no_weights, tmp_path / "out-nw")
+
+    with pytest.raises(ExportError, match="neither a directory nor a hub id"):
+        export_model(str(tmp_path / "does" / "not" / "exist"), tmp_path / "out-missing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt", "no-weights"]
+
+
+def test_missing_weights_are_refused(checkpoint, tmp_path: Path) -> None:
+    import torch
+
+    partial = tmp_path / "partial"
+    shutil.copytree(checkpoint("t"), partial)
+    state = torch.load(partial / "pytorch_model.bin", weights_only=True)
+    del state[next(k for k in state if "encoder.layer.3" in k)]
+    torch.save(state, partial / "pytorch_model.bin")
+    with pytest.raises(ExportError, match="weights are missing"):
+        export_model(partial, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
