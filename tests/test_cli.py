@@ -1,0 +1,77 @@
+"""The `jina-onnx` command line, in-process and as the installed console script."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jina_onnx import build_model, cos_sim
+from jina_onnx.cli import main
+
+SEED = ["how is the weather today", "What is the current weather like today?"]
+
+
+def test_models(capsys) -> None:
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for size, dims in zip("tsbl", (312, 512, 768, 1024)):
+        assert f"jina-embedding-{size}-en-v1" in out and str(dims) in out
+
+
+def test_similarity_prints_the_cosine(artifact, capsys) -> None:
+    assert main(["-q", "similarity", "-m", str(artifact("t")), *SEED]) == 0
+    printed = float(capsys.readouterr().out.strip())
+    model = build_model(artifact("t"))
+    assert printed == pytest.approx(cos_sim(*model.encode(SEED)), abs=1e-6)
+
+
+def test_encode_arguments_to_json_lines(artifact, capsys) -> None:
+    assert main(["-q", "encode", "-m", str(artifact("t")), *SEED]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["text"] for r in rows] == SEED
+    expected = build_model(artifact("t")).encode(SEED)
+    assert np.abs(np.array([r["embedding"] for r in rows]) - expected).max() < 1e-6
+
+
+def test_encode_stdin_to_npy(artifact, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("\n".join(SEED) + "\n"))
+    out = tmp_path / "vectors.npy"
+    assert main(["-q", "encode", "-m", str(artifact("t")), "--normalize", "-o", str(out)]) == 0
+    vectors = np.load(out)
+    assert vectors.shape == (2, 312)
+    assert np.allclose(vectors, build_model(artifact("t")).encode(SEED, normalize=True), atol=1e-6)
+
+
+def test_export_command(checkpoint, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli-artifact"
+    assert main(["-q", "export", str(checkpoint("t")), "--out", str(out), "--name", "tiny"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    assert build_model(out).name == "tiny"
+    assert main(["-q", "export", str(checkpoint("t")), "--out", str(out)]) == 1
+    assert "--overwrite" in capsys.readouterr().err
+
+
+def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
+    cli = shutil.which("jina-onnx", path=str(Path(sys.executable).parent))
+    assert cli, "the jina-onnx console script is not installed next to this python"
+    env = {"JINA_ONNX_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([cli, "similarity", "-m", "jina-embedding-s-en-v1", "a", "b"],
+                            capture_output=True, text=True, env=env, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        f"jina-onnx: error: model 'jina-embedding-s-en-v1' is not exported yet (looked in "
+        f"{tmp_path / 'jina-embedding-s-en-v1'}); run: jina-onnx export jinaai/jina-embedding-s-en-v1"]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_cli_usage_exits_2(capsys) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["similarity", "only-one-text"])
+    assert info.value.code == 2
