@@ -65,14 +65,15 @@ def minilm_checkpoint() -> Path:
 
 
 def write_checkpoint(name: str, directory: str | os.PathLike[str], *, seed: int = 0,
-                     scale: float = 1.0, corpus: Sequence[str] | None = None) -> Path:
+                     ffn_output_scale: float = 1.0, corpus: Sequence[str] | None = None) -> Path:
     """Write a hub-layout checkpoint of a registry model with seeded random weights.
 
     Args:
         name: a registry name or size letter (t, s, b, l).
         directory: where to write; created if needed.
         seed: torch seed for the weights.
-        scale: multiply every weight matrix by this (tests use it to push activations past fp16 range).
+        ffn_output_scale: multiply the FFN output projection (T5 `wo`, BERT `output.dense`) by this;
+            tests use it to reproduce pretrained T5's activations beyond fp16's 65504.
         corpus: texts to train the T5 SentencePiece model on; default the BERT vocabulary's words.
     """
     torch = require("torch", "export")
@@ -93,11 +94,11 @@ def write_checkpoint(name: str, directory: str | os.PathLike[str], *, seed: int 
         model = transformers.T5EncoderModel(transformers.T5Config(**config))
         _write_t5_tokenizer(out, corpus)
         (out / "modeling_t5.py").write_text('raise RuntimeError("remote code was executed")\n')
-    if scale != 1.0:
+    if ffn_output_scale != 1.0:
         with torch.no_grad():  # type: ignore[attr-defined]
-            for param in model.parameters():
-                if param.ndim == 2:
-                    param.mul_(scale)
+            for param_name, param in model.named_parameters():
+                if "DenseReluDense.wo" in param_name or (".output.dense" in param_name and "attention" not in param_name):
+                    param.mul_(ffn_output_scale)
     model.save_pretrained(out, safe_serialization=False)  # pytorch_model.bin, as the hub repos have
     (out / "config.json").write_text(json.dumps(config, indent=2))  # the hub's exact keys, not transformers'
     _write_sentence_transformers_files(out, spec)

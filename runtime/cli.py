@@ -22,8 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns 0 on success, 1 on a user error, 3 when the hub is unreachable."""
     parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s",
-                        stream=sys.stderr)
+    _configure_logging(args.quiet)
     try:
         return int(args.run(args) or 0)
     except JinaOnnxError as e:
@@ -32,6 +31,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jina-onnx: interrupted", file=sys.stderr)
         return 130
+
+
+def _configure_logging(quiet: bool) -> None:
+    # Only jina-onnx's own progress lines; the libraries it drives (ORT's optimizer and quantizer
+    # log every fused node at INFO) stay at their WARNING default.
+    logger = logging.getLogger("jina_onnx")
+    if not any(getattr(h, "_jina_onnx_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._jina_onnx_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -47,6 +59,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--out", help="artifact directory (default: $JINA_ONNX_HOME/<name>)")
     export.add_argument("--name", help="model name recorded in the artifact")
     export.add_argument("--revision", help="hub branch, tag or commit")
+    export.add_argument("--precision", default="fp32",
+                        help="comma-separated: fp32 (always), fp16 (CUDA), int8 (CPU); e.g. fp32,fp16,int8")
+    export.add_argument("--optimize", action=argparse.BooleanOptionalAction, default=True,
+                        help="also write fp32-opt (ONNX Runtime CPU fusions) and derive fp16/int8 from it")
     export.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
     export.set_defaults(run=_export)
 
@@ -70,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default="jina-embedding-t-en-v1", help="model name or artifact directory")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8"],
+                        help="ONNX variant (auto: fp16 on CUDA; int8, else fp32-opt, else fp32 on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: ONNX Runtime's)")
 
 
@@ -91,7 +108,8 @@ def _export(args: argparse.Namespace) -> int:
     require("torch", "export")  # a clear message before the slow import chain starts
     from jina_onnx.export import export_model
 
-    path = export_model(args.source, args.out, name=args.name, revision=args.revision, overwrite=args.overwrite)
+    path = export_model(args.source, args.out, name=args.name, revision=args.revision,
+                        precisions=args.precision.split(","), optimize=args.optimize, overwrite=args.overwrite)
     print(path)
     return 0
 

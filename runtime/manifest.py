@@ -30,9 +30,16 @@ class Pooling(str, Enum):
 
 
 class Precision(str, Enum):
-    """The ONNX variants an artifact may hold."""
+    """The ONNX variants an artifact may hold; the value is also what `build_model(precision=...)` takes."""
 
-    FP32 = "fp32"
+    FP32 = "fp32"  # the plain traced graph: the reference, runs anywhere
+    FP32_OPT = "fp32-opt"  # ONNX Runtime transformer fusions that have CPU kernels
+    FP16 = "fp16"  # for CUDA; fp32 at the graph boundary, overflow-prone ops kept in fp32
+    INT8 = "int8"  # for CPU; dynamically quantized MatMul weights
+
+
+# The device each variant is built for ("any": both).
+VARIANT_DEVICE = {Precision.FP32: "any", Precision.FP32_OPT: "cpu", Precision.FP16: "cuda", Precision.INT8: "cpu"}
 
 
 @dataclass(frozen=True)
@@ -48,13 +55,16 @@ class Parity:
 
 @dataclass(frozen=True)
 class Variant:
-    """One ONNX file of the artifact."""
+    """One ONNX file of the artifact, and the accuracy gate it passed at export."""
 
     precision: Precision
     file: str  # relative to the artifact directory
     sha256: str
     opset: int
     parity: Parity
+    gate: str = ""  # the condition parity had to meet, e.g. "mean_cosine >= 0.99"
+    built_from: str = ""  # the variant this one was derived from, with the settings used
+    fused_ops: dict[str, int] = field(default_factory=dict)  # ONNX Runtime fusions present in the graph
 
 
 @dataclass(frozen=True)
@@ -95,6 +105,7 @@ class Manifest:
     versions: dict[str, str]  # package versions used at export
     created_at: str
     schema_version: int = SCHEMA_VERSION
+    rejected: dict[str, str] = field(default_factory=dict)  # variant -> why it failed its gate (not written)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, ignored by the runtime
 
     def to_json(self) -> str:
@@ -175,7 +186,12 @@ def _parse(raw: dict[str, Any]) -> Manifest:
             sha256=str(v["sha256"]),
             opset=int(v["opset"]),
             parity=Parity(**v["parity"]),
+            gate=str(v.get("gate", "")),
+            built_from=str(v.get("built_from", "")),
+            fused_ops={str(k): int(n) for k, n in v.get("fused_ops", {}).items()},
         )
+        if variants[precision].precision is not precision:
+            raise ArtifactError(f"variant {key!r} declares precision {v['precision']!r}")
     if not variants:
         raise ArtifactError("lists no ONNX variant; re-export the model")
     dim, max_length = int(raw["dim"]), int(raw["max_length"])
@@ -195,5 +211,6 @@ def _parse(raw: dict[str, Any]) -> Manifest:
         versions=dict(raw["versions"]),
         created_at=str(raw["created_at"]),
         schema_version=version,
+        rejected=dict(raw.get("rejected", {})),
         extra=dict(raw.get("extra", {})),
     )

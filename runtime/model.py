@@ -238,18 +238,33 @@ def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.P
     )
 
 
+# What precision="auto" tries, best first, per device.
+AUTO_ORDER = {
+    "cuda": (Precision.FP16, Precision.FP32),
+    "cpu": (Precision.INT8, Precision.FP32_OPT, Precision.FP32),
+}
+
+
 def choose_variant(manifest: Manifest, precision: str, device: str) -> Variant:
-    """The manifest's variant for a precision; "auto" takes the best one available for the device."""
+    """The manifest's variant for a precision; "auto" takes the best one written for the device.
+
+    Example:
+        >>> choose_variant(manifest, "auto", "cpu").precision  # doctest: +SKIP
+        <Precision.INT8: 'int8'>
+    """
     if precision == "auto":
-        return manifest.variants[Precision.FP32] if Precision.FP32 in manifest.variants else next(
-            iter(manifest.variants.values()))
+        for candidate in AUTO_ORDER[device]:
+            if candidate in manifest.variants:
+                return manifest.variants[candidate]
+        return manifest.variants[Precision.FP32]
     variant = manifest.variants.get(Precision(precision))
     if variant is None:
         have = ", ".join(p.value for p in manifest.variants)
-        raise ArtifactError(
-            f"{manifest.name} has no {precision} variant (it has: {have}); "
-            f"re-export with: jina-onnx export SOURCE --precision {precision}"
-        )
+        why = manifest.rejected.get(precision)
+        hint = (f"it was built at export but {why}" if why else
+                f"re-export with: jina-onnx export SOURCE --precision fp32,{precision}".replace(
+                    "fp32,fp32-opt", "fp32 --optimize"))
+        raise ArtifactError(f"{manifest.name} has no {precision} variant (it has: {have}); {hint}")
     return variant
 
 

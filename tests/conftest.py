@@ -38,7 +38,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path
 
 @pytest.fixture(scope="session")
 def artifact(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
-    """artifact("t") -> the exported artifact directory of that checkpoint (fp32)."""
+    """artifact("t") -> the exported artifact directory of that checkpoint (fp32, fp32-opt, fp16, int8)."""
     from jina_onnx.export import export_model
 
     exported: dict[str, Path] = {}
@@ -46,7 +46,8 @@ def artifact(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPat
     def get(size: str) -> Path:
         if size not in exported:
             out = tmp_path_factory.mktemp(f"artifact-{size}") / f"jina-{size}"
-            exported[size] = export_model(checkpoint(size), out, name=f"jina-embedding-{size}-en-v1")
+            exported[size] = export_model(checkpoint(size), out, name=f"jina-embedding-{size}-en-v1",
+                                          precisions=["fp32", "fp16", "int8"])
         return exported[size]
 
     return get
@@ -59,11 +60,11 @@ def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from jina_onnx.export.synthetic import minilm_checkpoint
 
     return export_model(minilm_checkpoint(), tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2",
-                        name="all-MiniLM-L6-v2")
+                        name="all-MiniLM-L6-v2", precisions=["fp32", "fp16", "int8"])
 
 
 @pytest.fixture(scope="session")
 def t_model(artifact: Callable[[str], Path]):  # type: ignore[no-untyped-def]
     from jina_onnx import build_model
 
-    return build_model(artifact("t"), device="cpu")
+    return build_model(artifact("t"), device="cpu", precision="fp32")

@@ -40,15 +40,24 @@ def test_export_matches_pytorch(size: str, checkpoint, artifact) -> None:
     spec = find_spec(size)
     assert spec is not None
     assert (manifest.dim, manifest.max_length, manifest.architecture) == (spec.dim, 512, spec.architecture)
+    assert sorted(manifest.variants) == ["fp16", "fp32", "fp32-opt", "int8"] and not manifest.rejected
     assert manifest.variants["fp32"].parity.max_abs_diff <= 1e-4  # recorded at export
+    assert manifest.variants["fp32-opt"].parity.max_abs_diff <= 1e-4
+    assert manifest.variants["fp16"].parity.min_cosine >= 0.999
+    assert manifest.variants["int8"].parity.mean_cosine >= 0.99
 
     texts = mixed_texts()
     expected = sentence_transformer(checkpoint(size)).encode(texts, convert_to_numpy=True, batch_size=8)
-    model = build_model(directory, device="cpu")
-    with pytest.warns(UserWarning, match="2 of 29 inputs were longer than 512 tokens"):
-        actual = model.encode(texts, batch_size=8)
-    assert actual.shape == (len(texts), spec.dim) and actual.dtype == np.float32
-    assert np.abs(actual - expected).max() <= 1e-4
+    for precision in ("fp32", "fp32-opt", "fp16", "int8"):
+        model = build_model(directory, device="cpu", precision=precision)  # every variant loads on CPU
+        with pytest.warns(UserWarning, match="2 of 29 inputs were longer than 512 tokens"):
+            actual = model.encode(texts, batch_size=8)
+        assert actual.shape == (len(texts), spec.dim) and actual.dtype == np.float32
+        if precision.startswith("fp32"):
+            assert np.abs(actual - expected).max() <= 1e-4, precision
+        else:
+            cosines = (actual * expected).sum(1) / np.linalg.norm(actual, axis=1) / np.linalg.norm(expected, axis=1)
+            assert cosines.min() >= (0.999 if precision == "fp16" else 0.98), (precision, cosines.min())
 
 
 @pytest.mark.parametrize("size,inputs", [("t", ["input_ids", "attention_mask", "token_type_ids"]),
@@ -61,7 +70,8 @@ def test_graph_layout(size: str, inputs: list[str], artifact) -> None:
     dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
     files = sorted(p.name for p in directory.iterdir())
-    assert files == ["manifest.json", "model.onnx", "tokenizer.json"]
+    assert files == ["manifest.json", "model.cpu-opt.onnx", "model.fp16.onnx", "model.int8.onnx", "model.onnx",
+                     "tokenizer.json"]
     tokenizer = json.loads((directory / "tokenizer.json").read_text())
     assert tokenizer["truncation"] is None and tokenizer["padding"] is None
 
@@ -81,7 +91,7 @@ def test_minilm_matches_sentence_transformers_and_sts(minilm_artifact) -> None:
     reference = sentence_transformer(minilm_checkpoint())
     ref1 = reference.encode(first, batch_size=64, convert_to_numpy=True)
     ref2 = reference.encode(second, batch_size=64, convert_to_numpy=True)
-    model = build_model(minilm_artifact, device="cpu")
+    model = build_model(minilm_artifact, device="cpu", precision="fp32")
     ours1, ours2 = model.encode(first, batch_size=64), model.encode(second, batch_size=64)
     assert model.manifest.normalize and np.allclose(np.linalg.norm(ours1, axis=1), 1, atol=1e-5)
     assert max(np.abs(ours1 - ref1).max(), np.abs(ours2 - ref2).max()) <= 1e-4
@@ -91,9 +101,10 @@ def test_minilm_matches_sentence_transformers_and_sts(minilm_artifact) -> None:
 
 
 def test_parity_failure_writes_nothing(checkpoint, tmp_path: Path, monkeypatch) -> None:
-    from jina_onnx.export import exporter
+    from jina_onnx.export import variants
+    from jina_onnx.manifest import Precision
 
-    monkeypatch.setattr(exporter, "FP32_TOLERANCE", 0.0)  # any real difference now fails the gate
+    monkeypatch.setitem(variants.GATES, Precision.FP32, variants.Gate(max_abs_diff=0.0))  # any difference fails
     out = tmp_path / "refused"
     with pytest.raises(ParityError, match="nothing was written"):
         export_model(checkpoint("t"), out)

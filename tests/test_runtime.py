@@ -152,7 +152,7 @@ def _rewrite_manifest(directory: Path, edit) -> None:  # type: ignore[no-untyped
 def test_missing_onnx_file(damaged: Path) -> None:
     (damaged / "model.onnx").unlink()
     with pytest.raises(ArtifactError, match=r"model\.onnx: missing"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
 
 
 def test_flipped_byte_is_detected(damaged: Path) -> None:
@@ -160,7 +160,7 @@ def test_flipped_byte_is_detected(damaged: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     (damaged / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=r"model\.onnx: checksum mismatch"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
 
 
 def test_truncated_onnx_with_matching_checksum_fails_to_load(damaged: Path) -> None:
@@ -170,37 +170,37 @@ def test_truncated_onnx_with_matching_checksum_fails_to_load(damaged: Path) -> N
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     _rewrite_manifest(damaged, lambda m: m["variants"]["fp32"].update(sha256=sha256_file(path)))
     with pytest.raises(ArtifactError, match=r"model\.onnx: ONNX Runtime cannot load it"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
 
 
 def test_missing_or_foreign_tokenizer(damaged: Path, artifact) -> None:
     (damaged / "tokenizer.json").unlink()
     with pytest.raises(ArtifactError, match=r"tokenizer\.json: missing"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
     shutil.copy(artifact("s") / "tokenizer.json", damaged / "tokenizer.json")  # a T5 vocabulary
     from jina_onnx.manifest import sha256_file
 
     _rewrite_manifest(damaged, lambda m: m["tokenizer"].update(sha256=sha256_file(damaged / "tokenizer.json")))
     with pytest.raises(ArtifactError, match="belongs to another model"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
 
 
 def test_manifest_problems(damaged: Path) -> None:
     _rewrite_manifest(damaged, lambda m: m.update(dim=768))
     with pytest.raises(ArtifactError, match="width 312 but the manifest says dim 768"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
     _rewrite_manifest(damaged, lambda m: m.update(dim=312, schema_version=99))
     with pytest.raises(ArtifactError, match="schema_version 99 is newer"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
     _rewrite_manifest(damaged, lambda m: m.update(schema_version=1, pooling="weird"))
     with pytest.raises(ArtifactError, match="malformed manifest"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
     _rewrite_manifest(damaged, lambda m: (m.update(pooling="mean"), m["variants"]["fp32"].update(file="../x.onnx")))
     with pytest.raises(ArtifactError, match="outside the artifact directory"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
     (damaged / "manifest.json").write_text("{not json")
     with pytest.raises(ArtifactError, match=r"manifest\.json: unreadable"):
-        build_model(damaged)
+        build_model(damaged, precision="fp32")
 
 
 def test_numpy_pooling_fallback_matches_graph_pooling(t_model) -> None:
