@@ -1,0 +1,107 @@
+"""Shared pieces of the benchmark scripts: machine facts, fair timing, prepared artifacts."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Callable
+
+RESULTS = Path(__file__).resolve().parent / "results"
+WORK = Path(os.environ.get("JINA_ONNX_BENCH_HOME", Path.home() / ".cache" / "jina-onnx-bench"))
+
+
+def physical_cores() -> int:
+    """Physical cores (hyper-threads share one core's multipliers, so threads beyond these don't help)."""
+    try:
+        import psutil
+
+        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
+    except ImportError:
+        return os.cpu_count() or 1
+
+
+def machine_facts() -> dict[str, object]:
+    import onnxruntime
+
+    flags = ""
+    model = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and not model:
+                model = line.split(":", 1)[1].strip()
+            if line.startswith("flags") and not flags:
+                flags = line.split(":", 1)[1]
+    except OSError:
+        pass
+    interesting = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags.split()]
+    return {
+        "cpu": model or platform.machine(),
+        "logical_cpus": os.cpu_count(),
+        "physical_cores": physical_cores(),
+        "cpu_flags": interesting,
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "providers": onnxruntime.get_available_providers(),
+        "date": dt.date.today().isoformat(),
+    }
+
+
+def interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> dict[str, dict[str, float]]:
+    """Time each runner `rounds` times, alternating A, B, C, A, B, C... so drift hits all alike.
+
+    Returns seconds per call: median, min, max for each runner.
+    """
+    for run in runners.values():
+        for _ in range(warmup):
+            run()
+    samples: dict[str, list[float]] = {name: [] for name in runners}
+    for _ in range(rounds):
+        for name, run in runners.items():
+            start = time.perf_counter()
+            run()
+            samples[name].append(time.perf_counter() - start)
+    return {name: {"median": statistics.median(s), "min": min(s), "max": max(s)} for name, s in samples.items()}
+
+
+def prepared_artifact(size: str, precisions: tuple[str, ...] = ("fp32", "fp16", "int8")) -> Path:
+    """The synthetic checkpoint of a model size exported once into WORK, reused on later runs."""
+    from jina_onnx.manifest import load_manifest
+
+    out = WORK / "artifacts" / f"jina-embedding-{size}-en-v1"
+    if (out / "manifest.json").is_file():
+        manifest = load_manifest(out)
+        if all(p in manifest.variants or p in manifest.rejected for p in (*precisions, "fp32-opt")):
+            return out
+    from jina_onnx.export import export_model
+    from jina_onnx.export.synthetic import write_checkpoint
+
+    checkpoint = WORK / "checkpoints" / size
+    if not (checkpoint / "config.json").is_file():
+        write_checkpoint(size, checkpoint)
+    return export_model(checkpoint, out, name=f"jina-embedding-{size}-en-v1", precisions=list(precisions),
+                        overwrite=True)
+
+
+def prepared_minilm(precisions: tuple[str, ...] = ("fp32", "fp16", "int8")) -> Path:
+    out = WORK / "artifacts" / "all-MiniLM-L6-v2"
+    if (out / "manifest.json").is_file():
+        return out
+    from jina_onnx.export import export_model
+    from jina_onnx.export.synthetic import minilm_checkpoint
+
+    return export_model(minilm_checkpoint(), out, name="all-MiniLM-L6-v2", precisions=list(precisions),
+                        overwrite=True)
+
+
+def write_results(stem: str, data: dict[str, object], markdown: str) -> tuple[Path, Path]:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    json_path = RESULTS / f"{stem}.json"
+    md_path = RESULTS / f"{stem}.md"
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    md_path.write_text(markdown)
+    return json_path, md_path
