@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -153,8 +154,9 @@ def load_torch_model(checkpoint: Checkpoint) -> Any:
                 checkpoint.directory, config=config, output_loading_info=True, trust_remote_code=False,
                 use_safetensors=checkpoint.weights.suffix == ".safetensors", **kwargs,
             )
-    except (OSError, RuntimeError, ValueError) as e:
-        raise ExportError(f"{checkpoint.weights}: cannot load weights ({e})") from e
+    except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
+        # weights_only loading refuses pickles that would run code; say so rather than crash.
+        raise ExportError(f"{checkpoint.weights}: cannot load weights ({type(e).__name__}: {e})") from e
     missing = [k for k in info["missing_keys"] if "pooler" not in k]
     if missing:
         raise ExportError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import datetime as dt
 import logging
 import os
@@ -17,19 +18,22 @@ from typing import Sequence
 import numpy as np
 
 from jina_onnx.errors import ExportError, ParityError
-from jina_onnx.manifest import Manifest, Precision, Source, TokenizerInfo, Variant, Parity, sha256_file
+from jina_onnx.manifest import (Manifest, Parity, Precision, ProbeInfo, Source, TokenizerInfo, Variant,
+                                sha256_file)
 from jina_onnx.model import EmbeddingModel, TruncationWarning
+from jina_onnx.probe import PROBE_TEXTS, parity
 from jina_onnx.registry import Architecture, home_dir
 
 from .checkpoint import Checkpoint, load_torch_model, read_checkpoint
 from .hub import ResolvedSource, resolve_source
 from .tokenizer import load_hf_tokenizer, write_tokenizer
 from .trace import OPSET, export_onnx, pooled_module
-from .validate import PROBE_TEXTS, parity, torch_embeddings
+from .validate import torch_embeddings
 from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, to_fp16, to_int8
 
 log = logging.getLogger("jina_onnx")
 
+PROBE_FILE = "probe.json"
 FILES = {
     Precision.FP32: "model.onnx",
     Precision.FP32_OPT: "model.cpu-opt.onnx",
@@ -81,7 +85,8 @@ def export_model(
     if out.exists() and not overwrite:
         raise ExportError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    _remove_abandoned_staging(out)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
         _build(resolved, checkpoint, name, staging, wanted, optimize)
         _publish(staging, out)
@@ -125,6 +130,8 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
     reference = torch_embeddings(module, hf_tokenizer, list(PROBE_TEXTS), checkpoint.max_length,
                                  checkpoint.lowercase, input_names)
     del module, encoder  # the l model is 1.3 GB: free it before ONNX Runtime loads its copies
+    (staging / PROBE_FILE).write_text(json.dumps({
+        "reference": "torch fp32", "texts": list(PROBE_TEXTS), "embeddings": reference.tolist()}))
 
     manifest = Manifest(
         name=name,
@@ -137,6 +144,7 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
         tokenizer=TokenizerInfo("tokenizer.json", sha256_file(staging / "tokenizer.json"),
                                 int(hf_tokenizer.pad_token_id), vocab_size),
         variants={},
+        probe=ProbeInfo(PROBE_FILE, sha256_file(staging / PROBE_FILE)),
         source=Source(resolved.kind, resolved.location, resolved.revision, checkpoint.weights.name,
                       sha256_file(checkpoint.weights)),
         versions=_versions(),
@@ -202,6 +210,24 @@ def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: 
             **manifest.variants, precision: dataclasses.replace(variant, parity=measured)})
     manifest.save(staging)
     return manifest
+
+
+def _remove_abandoned_staging(out: Path) -> None:
+    """Delete staging directories that killed exports left behind (their process is gone)."""
+    for leftover in out.parent.glob(f".{out.name}.partial-*-*"):
+        pid = leftover.name[len(f".{out.name}.partial-"):].split("-", 1)[0]
+        if pid.isdigit() and not _process_alive(int(pid)):
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _check_graph(path: Path) -> None:

@@ -6,11 +6,10 @@ import collections
 import contextlib
 import logging
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
-from jina_onnx.manifest import Parity, Precision
+from jina_onnx.gates import GATES, Gate  # noqa: F401  (the exporter and tests use them from here)
 from jina_onnx.registry import Architecture
 
 log = logging.getLogger("jina_onnx")
@@ -19,44 +18,6 @@ log = logging.getLogger("jina_onnx")
 FUSED_OPS = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",
              "LayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SimplifiedLayerNormalization",
              "SkipSimplifiedLayerNormalization", "RelativePositionBias")
-
-
-@dataclass(frozen=True)
-class Gate:
-    """The accuracy a variant must reach against PyTorch fp32 on the probe set to be written."""
-
-    max_abs_diff: float | None = None
-    mean_cosine: float | None = None
-    min_cosine: float | None = None
-
-    def describe(self) -> str:
-        parts = []
-        if self.max_abs_diff is not None:
-            parts.append(f"max_abs_diff <= {self.max_abs_diff:g}")
-        if self.mean_cosine is not None:
-            parts.append(f"mean_cosine >= {self.mean_cosine:g}")
-        if self.min_cosine is not None:
-            parts.append(f"min_cosine >= {self.min_cosine:g}")
-        return " and ".join(parts)
-
-    def failures(self, parity: Parity) -> list[str]:
-        """What the measured parity misses; empty when it passes. `not >=` also catches NaN."""
-        missed = []
-        if self.max_abs_diff is not None and not parity.max_abs_diff <= self.max_abs_diff:
-            missed.append(f"max_abs_diff {parity.max_abs_diff:.3g} > {self.max_abs_diff:g}")
-        if self.mean_cosine is not None and not parity.mean_cosine >= self.mean_cosine:
-            missed.append(f"mean_cosine {parity.mean_cosine:.6f} < {self.mean_cosine:g}")
-        if self.min_cosine is not None and not parity.min_cosine >= self.min_cosine:
-            missed.append(f"min_cosine {parity.min_cosine:.6f} < {self.min_cosine:g}")
-        return missed
-
-
-GATES = {
-    Precision.FP32: Gate(max_abs_diff=1e-4),
-    Precision.FP32_OPT: Gate(max_abs_diff=1e-4),
-    Precision.FP16: Gate(mean_cosine=0.9995, min_cosine=0.999),
-    Precision.INT8: Gate(mean_cosine=0.99),
-}
 
 
 def optimize_for_cpu(source: Path, target: Path, architecture: Architecture, num_heads: int,

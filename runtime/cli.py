@@ -33,14 +33,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is now, so a replaced stderr (tests, daemons) never breaks logging."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # type: ignore[no-untyped-def]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
 def _configure_logging(quiet: bool) -> None:
     # Only jina-onnx's own progress lines; the libraries it drives (ORT's optimizer and quantizer
     # log every fused node at INFO) stay at their WARNING default.
     logger = logging.getLogger("jina_onnx")
-    if not any(getattr(h, "_jina_onnx_cli", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
-        handler._jina_onnx_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
@@ -74,6 +85,10 @@ def _parser() -> argparse.ArgumentParser:
     encode.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                         help="L2-normalize (default: as the model declares)")
     encode.set_defaults(run=_encode)
+
+    verify = commands.add_parser("verify", help="check an artifact end to end (checksums, load, probe parity)")
+    verify.add_argument("directory", help="artifact directory, or a model name in $JINA_ONNX_HOME")
+    verify.set_defaults(run=_verify)
 
     similarity = commands.add_parser("similarity", help="print the cosine similarity of two texts")
     _model_options(similarity)
@@ -133,6 +148,18 @@ def _encode(args: argparse.Namespace) -> int:
         for text, vector in zip(texts, embeddings):
             print(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}))
     return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from .model import resolve_artifact
+    from .verify import verify_artifact
+
+    checks = verify_artifact(resolve_artifact(args.directory, None))
+    for check in checks:
+        print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+    failed = sum(not c.ok for c in checks)
+    print(f"{len(checks) - failed} passed, {failed} failed")
+    return 1 if failed else 0
 
 
 def _similarity(args: argparse.Namespace) -> int:

@@ -78,6 +78,14 @@ class TokenizerInfo:
 
 
 @dataclass(frozen=True)
+class ProbeInfo:
+    """The probe texts and PyTorch's embeddings of them, kept so `jina-onnx verify` can recheck every variant."""
+
+    file: str
+    sha256: str
+
+
+@dataclass(frozen=True)
 class Source:
     """Where the weights came from."""
 
@@ -105,6 +113,7 @@ class Manifest:
     versions: dict[str, str]  # package versions used at export
     created_at: str
     schema_version: int = SCHEMA_VERSION
+    probe: ProbeInfo | None = None
     rejected: dict[str, str] = field(default_factory=dict)  # variant -> why it failed its gate (not written)
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, ignored by the runtime
 
@@ -142,7 +151,11 @@ def safe_member(directory: Path, name: str) -> Path:
             f"{directory / MANIFEST_FILE}: file name {name!r} points outside the artifact directory; "
             "re-export the model"
         )
-    return directory / pure
+    path = directory / pure
+    # A symlink inside the artifact must not lead out of it either.
+    if path.is_symlink() and not path.resolve().is_relative_to(directory.resolve()):
+        raise ArtifactError(f"{path}: a symlink to {path.resolve()}, outside the artifact directory; re-export")
+    return path
 
 
 def load_manifest(directory: Path) -> Manifest:
@@ -211,6 +224,7 @@ def _parse(raw: dict[str, Any]) -> Manifest:
         versions=dict(raw["versions"]),
         created_at=str(raw["created_at"]),
         schema_version=version,
+        probe=ProbeInfo(**raw["probe"]) if raw.get("probe") else None,
         rejected=dict(raw.get("rejected", {})),
         extra=dict(raw.get("extra", {})),
     )

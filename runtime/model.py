@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from collections.abc import Iterable, Iterator, Sequence, Sized
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from .errors import ArtifactError, InputError, InputTypeError, ModelNotFoundError, require
+from .batching import DEFAULT_TOKEN_BUDGET, bucket_length, plan_batches
+from .errors import ArtifactError, DeviceError, InputError, InputTypeError, ModelNotFoundError, require
 from .manifest import MANIFEST_FILE, Manifest, Pooling, Precision, Variant, load_manifest, safe_member, sha256_file
 from .pooling import pool
 from .registry import find_spec, home_dir
@@ -32,7 +36,8 @@ class TruncationWarning(UserWarning):
 class EmbeddingModel:
     """An exported model loaded into an ONNX Runtime session, ready to embed text.
 
-    Build it with `build_model`; it is safe to call `encode` from several threads.
+    Build it with `build_model`. One instance is safe to share between threads: every call
+    tokenizes and binds its own buffers, and ONNX Runtime sessions allow concurrent `run`.
 
     Example:
         >>> model = build_model("jina-embedding-t-en-v1")  # doctest: +SKIP
@@ -40,11 +45,13 @@ class EmbeddingModel:
         (1, 312)
     """
 
-    def __init__(self, directory: Path, manifest: Manifest, variant: Variant, device: str, threads: int | None):
+    def __init__(self, directory: Path, manifest: Manifest, variant: Variant, device: str, threads: int | None,
+                 device_id: int = 0, io_binding: bool | None = None):
         self.directory = directory
         self.manifest = manifest
         self.precision = variant.precision.value
         self.device = device
+        self.device_id = device_id
         self.onnx_path = safe_member(directory, variant.file)
         self.tokenizer = TextTokenizer(_checked_tokenizer_path(directory, manifest), manifest.max_length,
                                        manifest.tokenizer.pad_id)
@@ -54,7 +61,7 @@ class EmbeddingModel:
                 f"says {manifest.tokenizer.vocab_size}; the tokenizer belongs to another model: re-export"
             )
         _check_file(self.onnx_path, variant.sha256)
-        self.session = create_session(self.onnx_path, device, threads)
+        self.session = create_session(self.onnx_path, device, threads, device_id, self.precision)
         self._input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self._input_names) - set(KNOWN_INPUTS)
         if unknown:
@@ -69,6 +76,8 @@ class EmbeddingModel:
                 f"dim {manifest.dim}; the ONNX file belongs to another model: re-export"
             )
         self._pooled_in_graph = self._output == "sentence_embedding"
+        # On CUDA, bind the pooled output on the device so nothing else is copied back.
+        self.io_binding = (device == "cuda") if io_binding is None else io_binding
 
     @property
     def name(self) -> str:
@@ -94,56 +103,81 @@ class EmbeddingModel:
         normalize: bool | None = None,
         max_length: int | None = None,
         show_progress: bool = False,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
     ) -> FloatArray:
         """Embed texts; returns float32 of shape (len(data), dim) in the caller's order.
 
+        Texts are tokenized once, sorted by length and cut into batches of at most `batch_size`
+        texts and `token_budget` padded tokens, so short texts are never padded to long ones.
+
         Args:
             data: the texts. An empty string is a valid text; an empty list gives shape (0, dim).
-            batch_size: texts per ONNX Runtime call.
+            batch_size: at most this many texts per ONNX Runtime call.
             normalize: L2-normalize the rows. None follows the model (a Normalize module in the
                 checkpoint means yes; the four Jina v1 models have none).
             max_length: truncate at this many tokens (special tokens included); at most the model's.
-            show_progress: draw a tqdm progress bar over the batches.
+            show_progress: draw a tqdm progress bar counting texts.
+            token_budget: at most this many tokens (batch x padded length) per call.
 
         Example:
             >>> vectors = model.encode(["how is the weather today", "What is the current weather like today?"])  # doctest: +SKIP
         """
         texts = _check_texts(data)
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise InputError(f"batch_size={batch_size!r} must be a positive integer")
-        limit = self._check_max_length(max_length)
-        out = np.empty((len(texts), self.dim), dtype=np.float32)  # (n, dim)
-        if not texts:
-            return out
-        tokens = self.tokenizer.tokenize(texts, limit)
-        if tokens.truncated:
-            warnings.warn(
-                f"{tokens.truncated} of {len(texts)} inputs were longer than {limit} tokens and were truncated",
-                TruncationWarning,
-                stacklevel=2,
-            )
-        # Sorting by length keeps the padding inside each batch small; `order` maps back.
-        order = np.argsort(tokens.lengths, kind="stable")
-        starts = range(0, len(texts), batch_size)
-        for start in _progress(starts, show_progress, total=len(starts), desc=f"encode {self.name}"):
-            rows = order[start : start + batch_size]
-            out[rows] = self._run([tokens.ids[i] for i in rows])
-        if normalize if normalize is not None else self.manifest.normalize:
-            out = l2_normalize(out)
-        return out
+        limit = self._check_options(batch_size, max_length, token_budget)
+        with _progress(show_progress, len(texts), f"encode {self.name}") as bar:
+            out, truncated = self._encode_chunk(texts, batch_size, limit, token_budget, bar)
+        self._warn_truncated(truncated, len(texts), limit)
+        return self._finish(out, normalize)
 
-    def _run(self, ids: list[list[int]]) -> FloatArray:
-        input_ids, attention_mask = self.tokenizer.pad(ids)  # (batch, seq) each
-        feed: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._input_names:
-            feed["token_type_ids"] = np.zeros_like(input_ids)
-        feed = {name: feed[name] for name in self._input_names}
-        (result,) = self.session.run([self._output], feed)
-        if self._pooled_in_graph:
-            return result  # (batch, dim)
-        return pool(result, attention_mask, self.manifest.pooling)  # (batch, seq, dim) -> (batch, dim)
+    def encode_iter(
+        self,
+        texts: Iterable[str],
+        *,
+        chunk_size: int = 4096,
+        batch_size: int = 32,
+        normalize: bool | None = None,
+        max_length: int | None = None,
+        show_progress: bool = False,
+        token_budget: int = DEFAULT_TOKEN_BUDGET,
+    ) -> Iterator[FloatArray]:
+        """Embed a stream of texts, yielding one (n <= chunk_size, dim) array per `chunk_size` texts.
 
-    def _check_max_length(self, max_length: int | None) -> int:
+        Memory stays bounded by the chunk however long the stream is; rows come in input order.
+        Options are those of `encode`; one TruncationWarning is issued at the end of the stream.
+
+        Example:
+            >>> with open("corpus.txt") as f:  # doctest: +SKIP
+            ...     for vectors in model.encode_iter(line.rstrip("\\n") for line in f):
+            ...         index.add(vectors)
+        """
+        if isinstance(texts, (str, bytes)) or not isinstance(texts, Iterable):
+            raise InputTypeError(f"texts must be an iterable of strings, got {type(texts).__name__}")
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
+            raise InputError(f"chunk_size={chunk_size!r} must be a positive integer")
+        limit = self._check_options(batch_size, max_length, token_budget)
+        total = len(texts) if isinstance(texts, Sized) else None
+        seen = truncated = 0
+        iterator = iter(texts)
+        with _progress(show_progress, total, f"encode {self.name}") as bar:
+            while chunk := list(itertools.islice(iterator, chunk_size)):
+                _check_texts(chunk, offset=seen)
+                out, cut = self._encode_chunk(chunk, batch_size, limit, token_budget, bar)
+                seen, truncated = seen + len(chunk), truncated + cut
+                yield self._finish(out, normalize)
+        self._warn_truncated(truncated, seen, limit)
+
+    def warmup(self, batch_sizes: Sequence[int] = (1, 32), lengths: Sequence[int] = (16, 64, 128, 512)) -> None:
+        """Run the common shapes once, so the first real calls don't pay for kernel selection and
+        memory allocation (most visible on CUDA, where `build_model` calls this by default)."""
+        for batch in batch_sizes:
+            for length in lengths:
+                length = min(length, self.max_length)
+                self._run([[self.manifest.tokenizer.pad_id + 1] * length] * batch)
+
+    def _check_options(self, batch_size: int, max_length: int | None, token_budget: int) -> int:
+        for name, value in (("batch_size", batch_size), ("token_budget", token_budget)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{name}={value!r} must be a positive integer")
         if max_length is None:
             return self.max_length
         if not isinstance(max_length, int) or isinstance(max_length, bool) or not 1 < max_length <= self.max_length:
@@ -151,6 +185,50 @@ class EmbeddingModel:
                 f"max_length={max_length!r} must be an integer from 2 to the model maximum {self.max_length}"
             )
         return max_length
+
+    def _encode_chunk(self, texts: list[str], batch_size: int, limit: int, token_budget: int,
+                      bar: Any) -> tuple[FloatArray, int]:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)  # (n, dim)
+        if not texts:
+            return out, 0
+        tokens = self.tokenizer.tokenize(texts, limit)
+        if tokens.repaired:
+            warnings.warn(f"{tokens.repaired} of {len(texts)} inputs contained lone surrogates (invalid Unicode); "
+                          "they were replaced by U+FFFD before embedding", UnicodeWarning, stacklevel=4)
+        for rows in plan_batches(tokens.lengths, batch_size, token_budget, self.max_length):
+            out[rows] = self._run([tokens.ids[i] for i in rows])
+            if bar is not None:
+                bar.update(len(rows))
+        return out, tokens.truncated
+
+    def _finish(self, out: FloatArray, normalize: bool | None) -> FloatArray:
+        return l2_normalize(out) if (normalize if normalize is not None else self.manifest.normalize) else out
+
+    @staticmethod
+    def _warn_truncated(truncated: int, total: int, limit: int) -> None:
+        if truncated:
+            warnings.warn(f"{truncated} of {total} inputs were longer than {limit} tokens and were truncated",
+                          TruncationWarning, stacklevel=3)
+
+    def _run(self, ids: list[list[int]]) -> FloatArray:
+        width = bucket_length(max(len(x) for x in ids), self.max_length)
+        input_ids, attention_mask = self.tokenizer.pad(ids, width)  # (batch, width) each
+        feed: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self._input_names:
+            feed["token_type_ids"] = np.zeros_like(input_ids)
+        feed = {name: feed[name] for name in self._input_names}
+        if self.io_binding:
+            binding = self.session.io_binding()
+            for name, array in feed.items():
+                binding.bind_cpu_input(name, array)
+            binding.bind_output(self._output, self.device, self.device_id)
+            self.session.run_with_iobinding(binding)
+            (result,) = binding.copy_outputs_to_cpu()
+        else:
+            (result,) = self.session.run([self._output], feed)
+        if self._pooled_in_graph:
+            return result  # (batch, dim)
+        return pool(result, attention_mask, self.manifest.pooling)  # (batch, seq, dim) -> (batch, dim)
 
 
 def build_model(
@@ -160,6 +238,8 @@ def build_model(
     precision: str = "auto",
     cache_dir: str | os.PathLike[str] | None = None,
     threads: int | None = None,
+    device_id: int = 0,
+    warmup: bool | None = None,
 ) -> EmbeddingModel:
     """Load an exported model.
 
@@ -168,7 +248,9 @@ def build_model(
         device: "cpu", "cuda", or "auto" (CUDA when this onnxruntime offers it, else CPU).
         precision: which ONNX variant to run; "auto" picks the best one for the device.
         cache_dir: where named artifacts live; default $JINA_ONNX_HOME or ~/.cache/jina-onnx.
-        threads: ONNX Runtime intra-op threads on CPU; None lets ONNX Runtime decide.
+        threads: ONNX Runtime intra-op threads on CPU; None uses the physical cores.
+        device_id: which GPU, with device="cuda" (or "auto" finding CUDA).
+        warmup: run the common input shapes once before returning; None means yes on CUDA.
 
     Example:
         >>> from jina_onnx import build_model, encode, cos_sim
@@ -183,9 +265,22 @@ def build_model(
     ort_providers = _available_providers()
     resolved_device = select_device(device, ort_providers)
     variant = choose_variant(manifest, precision, resolved_device)
-    model = EmbeddingModel(directory, manifest, variant, resolved_device, threads)
+    if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
+        raise InputError(f"device_id={device_id!r} must be a non-negative integer")
+    try:
+        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id)
+    except DeviceError as e:
+        if device != "auto":
+            raise
+        # "auto" promises a working model: CUDA was listed but could not start, so use the CPU.
+        log.warning("jina-onnx: %s; falling back to CPU", e)
+        resolved_device = "cpu"
+        variant = choose_variant(manifest, precision, resolved_device)
+        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id)
     log.info("jina-onnx: %s runs %s on %s (%s)", manifest.name, variant.precision.value, resolved_device,
              model.onnx_path)
+    if warmup if warmup is not None else resolved_device == "cuda":
+        model.warmup()
     return model
 
 
@@ -197,6 +292,7 @@ def encode(
     normalize: bool | None = None,
     max_length: int | None = None,
     show_progress: bool = False,
+    token_budget: int = DEFAULT_TOKEN_BUDGET,
 ) -> FloatArray:
     """Embed texts with `model`: the seed API, same as `model.encode(data, ...)`.
 
@@ -210,7 +306,7 @@ def encode(
             f"model must be an EmbeddingModel from build_model(...), got {type(model).__name__}"
         )
     return model.encode(data, batch_size=batch_size, normalize=normalize, max_length=max_length,
-                        show_progress=show_progress)
+                        show_progress=show_progress, token_budget=token_budget)
 
 
 def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None) -> Path:
@@ -290,7 +386,7 @@ def _check_file(path: Path, expected_sha256: str) -> None:
         )
 
 
-def _check_texts(data: object) -> list[str]:
+def _check_texts(data: object, offset: int = 0) -> list[str]:
     if isinstance(data, (str, bytes)):
         raise InputTypeError(f"data must be a list of strings, got a single {type(data).__name__}; wrap it: [text]")
     if not isinstance(data, Sequence) and not isinstance(data, np.ndarray):
@@ -299,12 +395,17 @@ def _check_texts(data: object) -> list[str]:
     for index, text in enumerate(texts):
         if not isinstance(text, str):
             kind = "None" if text is None else type(text).__name__
-            raise InputTypeError(f"data[{index}] is {kind}, not a string; pass only str items (use '' for empty)")
+            raise InputTypeError(
+                f"data[{index + offset}] is {kind}, not a string; pass only str items (use '' for empty)")
     return texts
 
 
-def _progress(iterable: Any, enabled: bool, total: int, desc: str) -> Any:
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int | None, desc: str) -> Iterator[Any]:
+    """A tqdm bar counting texts, or None when disabled."""
     if not enabled:
-        return iterable
+        yield None
+        return
     tqdm = require("tqdm", "cpu")
-    return tqdm.tqdm(iterable, total=total, desc=desc, unit="batch")  # type: ignore[attr-defined]
+    with tqdm.tqdm(total=total, desc=desc, unit="text") as bar:  # type: ignore[attr-defined]
+        yield bar

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -13,6 +15,10 @@ log = logging.getLogger("jina_onnx")
 DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
+
+# Shared libraries the CUDA provider needs (CUDA 12 or 13 builds); named in the error when absent.
+CUDA_LIBRARIES = (("libcudart.so.13", "libcudart.so.12"), ("libcublas.so.13", "libcublas.so.12"),
+                  ("libcublasLt.so.13", "libcublasLt.so.12"), ("libcudnn.so.9",), ("libcufft.so.12", "libcufft.so.11"))
 
 
 def select_device(device: str, available: Sequence[str]) -> str:
@@ -37,29 +43,81 @@ def select_device(device: str, available: Sequence[str]) -> str:
     return "cpu"
 
 
-def providers_for(device: str) -> list[str]:
-    """The provider list to hand to InferenceSession; CPU stays as a fallback for unsupported ops."""
-    return [CUDA, CPU] if device == "cuda" else [CPU]
+def physical_cores() -> int:
+    """Physical cores this process may run on: ONNX Runtime's intra-op threads gain nothing from
+    hyper-threads, and a container's CPU affinity can be smaller than the machine."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores: set[tuple[str, str]] = set()
+    physical = core = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            key = key.strip()
+            if key == "physical id":
+                physical = value.strip()
+            elif key == "core id":
+                core = value.strip()
+                cores.add((physical, core))
+    except OSError:
+        pass
+    return max(1, min(allowed, len(cores) or allowed))
 
 
-def create_session(path: Path, device: str, threads: int | None) -> Any:
-    """An InferenceSession for `path` on a resolved device ("cpu" or "cuda")."""
+def missing_cuda_libraries() -> list[str]:
+    """The CUDA libraries that cannot be loaded here (one name per library family)."""
+    missing = []
+    for candidates in CUDA_LIBRARIES:
+        for name in candidates:
+            try:
+                ctypes.CDLL(name)
+                break
+            except OSError:
+                continue
+        else:
+            missing.append(candidates[0])
+    return missing
+
+
+def session_options(threads: int | None) -> Any:
     ort = require("onnxruntime", "cpu")
     options = ort.SessionOptions()  # type: ignore[attr-defined]
-    if threads is not None:
-        if threads < 1:
-            raise InputError(f"threads={threads} must be a positive integer (or None for the default)")
-        options.intra_op_num_threads = threads
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise InputError(f"threads={threads!r} must be a positive integer (or None for the physical cores)")
+    options.intra_op_num_threads = threads or physical_cores()
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # type: ignore[attr-defined]
+    # Memory patterns are planned per input shape and kept: with free-length text that is a slow
+    # leak (onnxruntime issues 11118, 9313). The arena alone reuses its blocks across shapes.
+    options.enable_mem_pattern = False
     options.log_severity_level = 3  # ORT's warnings about unused initializers are noise to users
+    return options
+
+
+def create_session(path: Path, device: str, threads: int | None, device_id: int = 0,
+                   precision: str = "fp32") -> Any:
+    """An InferenceSession for `path` on a resolved device ("cpu" or "cuda")."""
+    ort = require("onnxruntime", "cpu")
+    options = session_options(threads)
+    providers: list[Any] = [CPU]
+    if device == "cuda":
+        if hasattr(ort, "preload_dlls"):
+            # Loads CUDA/cuDNN from the nvidia-* pip packages when present: the torch-free way.
+            try:
+                ort.preload_dlls()
+            except Exception as e:  # preload is best effort; the check below names what is missing
+                log.debug("onnxruntime.preload_dlls failed: %s", e)
+        # fp32 on CUDA defaults to TF32 matmuls (~2e-3 off torch fp32): keep fp32 exact.
+        cuda_options = {"device_id": str(device_id), "use_tf32": "0" if precision.startswith("fp32") else "1"}
+        providers = [(CUDA, cuda_options), CPU]
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers_for(device))  # type: ignore[attr-defined]
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)  # type: ignore[attr-defined]
     except Exception as e:  # ORT raises its own Fail / InvalidProtobuf / RuntimeException types
         raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({e}); re-export the model") from e
     if device == "cuda" and CUDA not in session.get_providers():
         # ORT silently falls back to CPU when the CUDA libraries are missing: never let that pass.
+        missing = missing_cuda_libraries()
+        what = f"missing libraries: {', '.join(missing)}" if missing else "see ONNX Runtime's log"
         raise DeviceError(
-            f"{path}: CUDAExecutionProvider could not be created (CUDA or cuDNN libraries missing?); "
-            "check `python -c 'import onnxruntime; onnxruntime.preload_dlls()'` or use device='cpu'"
+            f"{path}: CUDAExecutionProvider could not be created ({what}); install CUDA and cuDNN "
+            "(e.g. pip install nvidia-cudnn-cu12 nvidia-cublas-cu12) or use device='cpu'"
         )
     return session

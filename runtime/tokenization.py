@@ -20,10 +20,30 @@ class TokenizedBatch:
 
     ids: list[list[int]]  # one list of ids per text, special tokens included
     truncated: int  # how many texts were longer than max_length and were cut
+    repaired: int = 0  # how many texts held lone surrogates, replaced by U+FFFD
 
     @property
     def lengths(self) -> npt.NDArray[np.int64]:
         return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+def replace_lone_surrogates(texts: list[str]) -> tuple[list[str], int]:
+    """Texts with unpaired UTF-16 surrogates (not valid Unicode, which the Rust tokenizer refuses)
+    turned into U+FFFD, and how many texts needed it. Valid text is returned as is."""
+    repaired = 0
+    out = texts
+    for index, text in enumerate(texts):
+        if text.isascii():
+            continue
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:
+            if out is texts:
+                out = list(texts)
+            # Round-trip through UTF-16 joins valid surrogate pairs and replaces the lone ones.
+            out[index] = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+            repaired += 1
+    return out, repaired
 
 
 class TextTokenizer:
@@ -69,16 +89,17 @@ class TextTokenizer:
     def tokenize(self, texts: list[str], max_length: int | None = None) -> TokenizedBatch:
         """Token ids of each text, cut to `max_length` (default: the model maximum)."""
         tokenizer = self._for_length(max_length or self.max_length)
+        texts, repaired = replace_lone_surrogates(texts)
         encodings = tokenizer.encode_batch_fast(texts)  # type: ignore[attr-defined]
         # With truncation on, the Rust tokenizer keeps whatever it cut in `overflowing`.
         truncated = sum(1 for e in encodings if e.overflowing)
-        return TokenizedBatch(ids=[e.ids for e in encodings], truncated=truncated)
+        return TokenizedBatch(ids=[e.ids for e in encodings], truncated=truncated, repaired=repaired)
 
-    def pad(self, ids: list[list[int]]) -> tuple[IdArray, IdArray]:
-        """Right-pad to the longest sequence: (input_ids, attention_mask), both (batch, seq) int64."""
-        longest = max((len(x) for x in ids), default=0)
-        input_ids = np.full((len(ids), longest), self.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(ids), longest), dtype=np.int64)
+    def pad(self, ids: list[list[int]], width: int | None = None) -> tuple[IdArray, IdArray]:
+        """Right-pad to `width` (default: the longest sequence): (input_ids, attention_mask), (batch, width) int64."""
+        width = width if width is not None else max((len(x) for x in ids), default=0)
+        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
+        attention_mask = np.zeros((len(ids), width), dtype=np.int64)
         for row, seq in enumerate(ids):
             input_ids[row, : len(seq)] = seq
             attention_mask[row, : len(seq)] = 1

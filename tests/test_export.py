@@ -71,7 +71,7 @@ def test_graph_layout(size: str, inputs: list[str], artifact) -> None:
     assert dims == ["batch", "sequence"]
     files = sorted(p.name for p in directory.iterdir())
     assert files == ["manifest.json", "model.cpu-opt.onnx", "model.fp16.onnx", "model.int8.onnx", "model.onnx",
-                     "tokenizer.json"]
+                     "probe.json", "tokenizer.json"]
     tokenizer = json.loads((directory / "tokenizer.json").read_text())
     assert tokenizer["truncation"] is None and tokenizer["padding"] is None
 

@@ -1,0 +1,44 @@
+"""Cutting tokenized texts into batches: sorted by length, bounded by a token budget, padded to buckets."""
+
+from __future__ import annotations
+
+import numpy as np
+import numpy.typing as npt
+
+IndexArray = npt.NDArray[np.intp]
+
+DEFAULT_TOKEN_BUDGET = 8192  # batch x padded length; 16 passages of 512 tokens, or 32 texts of 256
+
+
+def bucket_length(length: int, limit: int) -> int:
+    """Round a padded length up to one of a few sizes, so ONNX Runtime sees few distinct shapes.
+
+    Its CPU arena and memory patterns grow with every new input shape (design.md pitfall 4b).
+    Multiples of 8 up to 64 tokens, then of 32: at most 1/8 extra tokens on short inputs, and
+    22 lengths in all up to 512. Never beyond `limit` (BERT has no positions past 512).
+
+    Example:
+        >>> [bucket_length(n, 512) for n in (3, 9, 64, 65, 500)]
+        [8, 16, 64, 96, 512]
+    """
+    step = 8 if length <= 64 else 32
+    return min(max(step, -(-length // step) * step), max(limit, length))
+
+
+def plan_batches(lengths: npt.NDArray[np.int64], batch_size: int, token_budget: int, limit: int) -> list[IndexArray]:
+    """Indices of each batch: longest texts first, each batch at most `batch_size` texts and at most
+    `token_budget` padded tokens (a single text longer than the budget still gets its own batch).
+
+    Example:
+        >>> [b.tolist() for b in plan_batches(np.array([5, 500, 7, 300]), batch_size=32, token_budget=1024, limit=512)]
+        [[1, 3], [2, 0]]
+    """
+    order = np.argsort(-lengths, kind="stable")  # longest first: the first text of a batch sets its width
+    batches: list[IndexArray] = []
+    start = 0
+    while start < len(order):
+        width = bucket_length(int(lengths[order[start]]), limit)
+        size = max(1, min(batch_size, token_budget // width))
+        batches.append(order[start : start + size])
+        start += size
+    return batches
