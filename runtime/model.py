@@ -357,9 +357,12 @@ def choose_variant(manifest: Manifest, precision: str, device: str) -> Variant:
     if variant is None:
         have = ", ".join(p.value for p in manifest.variants)
         why = manifest.rejected.get(precision)
-        hint = (f"it was built at export but {why}" if why else
-                f"re-export with: jina-onnx export SOURCE --precision fp32,{precision}".replace(
-                    "fp32,fp32-opt", "fp32 --optimize"))
+        if why:
+            hint = f"it was built at export but {why}"
+        elif precision == Precision.FP32_OPT.value:
+            hint = "re-export with: jina-onnx export SOURCE --optimize"
+        else:
+            hint = f"re-export with: jina-onnx export SOURCE --precision fp32,{precision}"
         raise ArtifactError(f"{manifest.name} has no {precision} variant (it has: {have}); {hint}")
     return variant
 
