@@ -16,7 +16,6 @@ import argparse
 import datetime as dt
 import json
 import random
-import shutil
 import subprocess
 import sys
 import time

@@ -12,11 +12,10 @@ from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import numpy as np
-import numpy.typing as npt
 
 from .batching import DEFAULT_TOKEN_BUDGET, bucket_length, plan_batches
 from .errors import ArtifactError, DeviceError, InputError, InputTypeError, ModelNotFoundError, require
-from .manifest import MANIFEST_FILE, Manifest, Pooling, Precision, Variant, load_manifest, safe_member, sha256_file
+from .manifest import MANIFEST_FILE, Manifest, Precision, Variant, load_manifest, safe_member, sha256_file
 from .pooling import pool
 from .registry import find_spec, home_dir
 from .session import create_session, select_device
