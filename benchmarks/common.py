@@ -11,18 +11,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from jina_onnx.session import physical_cores  # the runtime's own default thread count
+
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(os.environ.get("JINA_ONNX_BENCH_HOME", Path.home() / ".cache" / "jina-onnx-bench"))
-
-
-def physical_cores() -> int:
-    """Physical cores (hyper-threads share one core's multipliers, so threads beyond these don't help)."""
-    try:
-        import psutil
-
-        return psutil.cpu_count(logical=False) or os.cpu_count() or 1
-    except ImportError:
-        return os.cpu_count() or 1
 
 
 def machine_facts() -> dict[str, object]:
