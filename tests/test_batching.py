@@ -185,6 +185,8 @@ else:  # every length from 1 to 512 tokens, three times over
     for _ in range(3):
         for n in range(1, 513, 6):
             model.encode(["word " * n] * 16)
+        for n in range(1, 513):  # a lone text runs unpadded: every length is its own shape
+            model.encode(["word " * n])
         samples.append(rss_mb())
 print(json.dumps(samples))
 """
