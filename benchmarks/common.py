@@ -11,10 +11,15 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from jina_onnx.session import physical_cores  # the runtime's own default thread count
-
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(os.environ.get("JINA_ONNX_BENCH_HOME", Path.home() / ".cache" / "jina-onnx-bench"))
+
+
+def physical_cores() -> int:
+    """The runtime's own default thread count (imported late: cold-start children must not load jina_onnx)."""
+    from jina_onnx.session import physical_cores as cores
+
+    return cores()
 
 
 def machine_facts() -> dict[str, object]:

@@ -20,11 +20,11 @@ import subprocess
 import sys
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
-from .common import WORK, interleaved, machine_facts, physical_cores, prepared_artifact, write_results
+from .common import interleaved, machine_facts, physical_cores, prepared_artifact, write_results
+from .runners import fastembed_model
 from .sts import load_sts
 
 BATCH = 32
@@ -59,32 +59,6 @@ def naive_runner(model, corpus: list[str]):  # type: ignore[no-untyped-def]
             out.append(model.session.run(["sentence_embedding"], {n: feed[n] for n in names})[0])
         return np.concatenate(out)
     return run
-
-
-def fastembed_model(artifact: Path, threads: int):  # type: ignore[no-untyped-def]
-    """fastembed loading our exported model.onnx from a local directory, pooled output as is."""
-    from fastembed import TextEmbedding
-    from fastembed.common.model_description import ModelSource, PoolingType
-
-    from jina_onnx.manifest import load_manifest
-
-    manifest = load_manifest(artifact)
-    directory = WORK / "fastembed" / artifact.name
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in ("model.onnx", "tokenizer.json"):
-        if not (directory / name).exists():
-            (directory / name).symlink_to(artifact / name)
-    tokenizer = json.loads((artifact / "tokenizer.json").read_text())
-    pad = next(t["content"] for t in tokenizer["added_tokens"] if t["id"] == manifest.tokenizer.pad_id)
-    (directory / "tokenizer_config.json").write_text(json.dumps({"model_max_length": manifest.max_length,
-                                                                 "pad_token": pad}))
-    (directory / "config.json").write_text(json.dumps({"pad_token_id": manifest.tokenizer.pad_id}))
-    name = f"jina-onnx-bench/{artifact.name}"
-    if name not in [m["model"] for m in TextEmbedding.list_supported_models()]:
-        TextEmbedding.add_custom_model(model=name, pooling=PoolingType.DISABLED, normalization=False,
-                                       sources=ModelSource(hf=name), dim=manifest.dim, model_file="model.onnx",
-                                       output_name="sentence_embedding")
-    return TextEmbedding(name, specific_model_path=str(directory), threads=threads)
 
 
 def mixed_corpus_section(rounds: int, threads: int, texts: int) -> dict[str, object]:

@@ -1,0 +1,147 @@
+"""One command for the side-by-side benchmark suite.
+
+    python -m benchmarks run [--models t,s,b,l] [--device cpu|cuda] [--precisions fp32,int8] [--quick]
+    python -m benchmarks readme benchmarks/results/<stem>.json   # put that run's table and plots in README.md
+
+`run` writes benchmarks/results/<machine>-<date>[-quick].json, .md and three PNGs (see benchmarks/report.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from .common import RESULTS, machine_facts, physical_cores
+from .report import README, plots, render_markdown, update_readme
+from .runners import RUNTIMES
+from .suite import DEFAULT_PRECISIONS, FULL, QUICK, SMOKE, log, run
+
+SIZES = ("t", "s", "b", "l")
+PRECISIONS = ("fp32", "fp32-opt", "fp16", "int8")
+
+
+def machine_name(facts: dict[str, object], device: str) -> str:
+    """A file-name-safe machine id: device, processor (or GPU) model and core count."""
+    chip = str(facts.get("gpu") or facts["cpu"]) if device == "cuda" else str(facts["cpu"])
+    chip = re.sub(r"\(r\)|\(tm\)|processor|\d+-core|cpu @.*", "", chip.lower())
+    slug = re.sub(r"[^a-z0-9]+", "-", chip).strip("-")
+    return f"{device}-{slug}-{facts['physical_cores']}c"
+
+
+def gpu_facts() -> dict[str, object]:
+    import subprocess
+
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout.strip().splitlines()[0]
+    except (OSError, subprocess.SubprocessError, IndexError):
+        return {}
+    name, memory, driver = (part.strip() for part in out.split(","))
+    return {"gpu": name, "gpu_memory": memory, "driver": driver}
+
+
+def parse_list(text: str, allowed: tuple[str, ...], what: str) -> tuple[str, ...]:
+    items = tuple(item.strip() for item in text.split(",") if item.strip())
+    unknown = [item for item in items if item not in allowed]
+    if unknown or not items:
+        raise SystemExit(f"error: unknown {what} {', '.join(unknown) or repr(text)}; choose from {', '.join(allowed)}")
+    return items
+
+
+def check_device(device: str) -> None:
+    import onnxruntime
+
+    if device == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        raise SystemExit("error: --device cuda needs onnxruntime-gpu with the CUDA provider; this onnxruntime offers "
+                         f"{onnxruntime.get_available_providers()}. Install the gpu extra (pip install "
+                         "'jina-onnx[gpu]') in place of onnxruntime, or use --device cpu.")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    models = list(parse_list(args.models, SIZES, "model"))
+    precisions = parse_list(args.precisions, PRECISIONS, "precision") if args.precisions \
+        else DEFAULT_PRECISIONS[args.device]
+    runtimes = parse_list(args.runtimes, RUNTIMES, "runtime")
+    check_device(args.device)
+    settings = SMOKE if args.smoke else QUICK if args.quick else FULL
+    mode = "smoke" if args.smoke else "quick" if args.quick else "full"
+    threads = physical_cores()
+    facts = machine_facts() | (gpu_facts() if args.device == "cuda" else {})
+    started = time.perf_counter()
+    log(f"benchmark suite: models {','.join(models)}, device {args.device}, precisions {','.join(precisions)}, "
+        f"{mode} mode, {threads} threads")
+    data = {"machine": facts, "machine_name": machine_name(facts, args.device), "device": args.device,
+            "threads": threads, "mode": mode, "settings": settings.__dict__ | {
+                "fixed_texts": {str(k): v for k, v in settings.fixed_texts.items()}},
+            "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+            "versions": versions()}
+    out = Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{data['machine_name']}-{facts['date']}" + ("" if mode == "full" else f"-{mode}")
+    data["stem"] = stem
+    partial = out / f"{stem}.partial.json"
+
+    def keep(so_far: dict) -> None:  # hours of measurements survive a crash in a later model
+        partial.write_text(json.dumps(data | so_far, indent=2) + "\n")
+
+    data |= run(models, args.device, precisions, runtimes, threads, settings, checkpoint=keep)
+    data["wall_s"] = time.perf_counter() - started
+    json_path = out / f"{stem}.json"
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    partial.unlink(missing_ok=True)
+    pngs = plots(data, out, stem)
+    (out / f"{stem}.md").write_text(render_markdown(data, heading="#"))
+    log(f"done in {data['wall_s']:.0f} s: wrote {json_path}, {out / f'{stem}.md'} and "
+        f"{', '.join(p.name for p in pngs)}")
+    return 0
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("onnxruntime", "onnxruntime-gpu", "torch", "transformers", "sentence-transformers", "optimum",
+                 "optimum-onnx", "fastembed", "tokenizers"):
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            pass
+    return found
+
+
+def command_readme(args: argparse.Namespace) -> int:
+    json_path = Path(args.results).resolve()
+    update_readme(json_path, README)
+    print(f"README.md: Performance section now shows {json_path.name}", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run_parser = commands.add_parser("run", help="run the suite and write JSON, Markdown and PNG plots")
+    run_parser.add_argument("--models", default="t,s,b,l", help="comma-separated sizes from t,s,b,l (default all)")
+    run_parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    run_parser.add_argument("--precisions", default="",
+                            help="jina-onnx variants to run (default fp32,int8 on cpu, fp32,fp16 on cuda)")
+    run_parser.add_argument("--runtimes", default=",".join(RUNTIMES),
+                            help=f"runners to include (default all: {','.join(RUNTIMES)})")
+    run_parser.add_argument("--quick", action="store_true",
+                            help="fewer texts and rounds: t and s in under 5 minutes on 2 CPU cores")
+    run_parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: minimal work
+    run_parser.add_argument("--out", default="", help="write results here instead of benchmarks/results/")
+    run_parser.set_defaults(handler=command_run)
+    readme_parser = commands.add_parser("readme", help="show a results JSON in README.md's Performance section")
+    readme_parser.add_argument("results", help="a benchmarks/results/*.json written by `run`")
+    readme_parser.set_defaults(handler=command_readme)
+    args = parser.parse_args(argv)
+    return int(args.handler(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,227 @@
+"""The runtimes the suite compares, each behind one `encode(texts, batch_size)` call.
+
+A runner is named by a `RunnerSpec` (plain data, so a cold-start subprocess can rebuild it from JSON):
+- jina-onnx: this package, on the exported artifact, one precision;
+- torch: PyTorch through sentence-transformers, the way the models are used today (fp32; fp16 on CUDA);
+- st-onnx: sentence-transformers' own ONNX backend (optimum export) and its dynamic-int8 export;
+- fastembed: fastembed running our exported model.onnx.
+`prepare` does the one-off work (exports) in the parent; `load` builds the runner and is what cold start
+times. This module imports only the standard library and numpy at import time, so importing it in a
+subprocess does not skew another runtime's import time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .common import WORK, prepared_artifact, prepared_minilm
+
+RUNTIMES = ("torch", "st-onnx", "fastembed", "jina-onnx")
+LIBRARY = {"jina-onnx": "jina_onnx", "torch": "sentence_transformers", "st-onnx": "sentence_transformers",
+           "fastembed": "fastembed"}
+
+Encode = Callable[[list[str], int, Optional[int]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class RunnerSpec:
+    runtime: str  # one of RUNTIMES
+    precision: str  # fp32, fp16, int8, fp32-opt
+    model: str  # t, s, b, l or minilm
+    device: str  # cpu or cuda
+    threads: int
+
+    @property
+    def label(self) -> str:
+        names = {"torch": "torch", "st-onnx": "ST ONNX", "fastembed": "fastembed", "jina-onnx": "jina-onnx"}
+        return f"{names[self.runtime]} {self.precision}"
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self))
+
+    @classmethod
+    def from_json(cls, text: str) -> "RunnerSpec":
+        return cls(**json.loads(text))
+
+
+class Unsupported(Exception):
+    """The runtime cannot run this model at all; the suite records the reason instead of a number."""
+
+
+def checkpoint_dir(model: str) -> Path:
+    """The PyTorch checkpoint in hub layout: seeded exact-config weights, or the real MiniLM."""
+    if model == "minilm":
+        from jina_onnx.export.synthetic import minilm_checkpoint
+
+        return minilm_checkpoint()
+    from jina_onnx.export.synthetic import write_checkpoint
+
+    directory = WORK / "checkpoints" / model
+    if not (directory / "config.json").is_file():
+        write_checkpoint(model, directory)
+    return directory
+
+
+def artifact_dir(model: str) -> Path:
+    return prepared_minilm() if model == "minilm" else prepared_artifact(model)
+
+
+def int8_config_name() -> str:
+    """sentence-transformers' quantization preset for this CPU (the one its docs tell users to pick)."""
+    try:
+        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
+                     "").split()
+    except OSError:
+        flags = []
+    if "avx512_vnni" in flags:
+        return "avx512_vnni"
+    if "avx512f" in flags:
+        return "avx512"
+    return "avx2" if "avx2" in flags else "arm64"
+
+
+def st_onnx_dir(model: str) -> Path:
+    return WORK / "st-onnx" / model
+
+
+def st_onnx_file(precision: str) -> str:
+    return "onnx/model.onnx" if precision == "fp32" else f"onnx/model_qint8_{int8_config_name()}.onnx"
+
+
+def prepare(spec: RunnerSpec) -> None:
+    """Everything `load` needs on disk: our artifact, or sentence-transformers' ONNX export of the checkpoint.
+
+    Raises Unsupported when sentence-transformers' ONNX backend cannot export or run the model. The outcome is
+    cached in WORK/st-onnx/<model>/ (delete the folder to try again).
+    """
+    if spec.runtime in ("jina-onnx", "fastembed"):
+        artifact_dir(spec.model)
+        return
+    checkpoint = checkpoint_dir(spec.model)
+    if spec.runtime == "torch":
+        return
+    directory = st_onnx_dir(spec.model)
+    failure = directory / "UNSUPPORTED.txt"
+    if failure.is_file():
+        raise Unsupported(failure.read_text().strip() + " (cached: delete " + str(directory) + " to retry)")
+    if (directory / st_onnx_file(spec.precision)).is_file():
+        return
+    from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
+
+    if not (directory / "config.json").is_file():
+        shutil.rmtree(directory, ignore_errors=True)
+        shutil.copytree(checkpoint, directory)
+    try:
+        exported = not (directory / "onnx" / "model.onnx").is_file()
+        model = SentenceTransformer(str(directory), device="cpu", backend="onnx")
+        model.encode(["a probe sentence"])  # an export that cannot run is as unsupported as one that fails
+        if exported:  # keep the export, as sentence-transformers recommends; saving a loaded one copies onto itself
+            model.save_pretrained(str(directory))
+        if spec.precision == "int8":
+            export_dynamic_quantized_onnx_model(model, int8_config_name(), str(directory))
+    except Exception as error:  # any failure of the third-party export is the finding, recorded as is
+        reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
+        failure.write_text(reason + "\n")
+        raise Unsupported(reason) from error
+
+
+def load(spec: RunnerSpec) -> Encode:
+    """Build the runner; the returned function embeds texts as float32 (n, dim), not normalized."""
+    if spec.runtime == "jina-onnx":
+        return _load_jina_onnx(spec)
+    if spec.runtime == "torch":
+        return _load_torch(spec)
+    if spec.runtime == "st-onnx":
+        return _load_st_onnx(spec)
+    if spec.runtime == "fastembed":
+        return _load_fastembed(spec)
+    raise ValueError(f"unknown runtime {spec.runtime!r}; expected one of {RUNTIMES}")
+
+
+def _load_jina_onnx(spec: RunnerSpec) -> Encode:
+    from jina_onnx import build_model
+
+    model = build_model(artifact_dir(spec.model), device=spec.device, precision=spec.precision,
+                        threads=spec.threads if spec.device == "cpu" else None)
+
+    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
+        # The default budget (8192 tokens) would cut 128 x 128 into two calls; a batch-size sweep lifts it.
+        budget = max(8192, token_budget or 0)
+        return model.encode(texts, batch_size=batch_size, token_budget=budget)
+
+    return encode
+
+
+def _load_torch(spec: RunnerSpec) -> Encode:
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(spec.threads)
+    model = SentenceTransformer(str(checkpoint_dir(spec.model)), device=spec.device)
+    if spec.precision == "fp16":
+        model.half()
+
+    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
+        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
+
+    return encode
+
+
+def _load_st_onnx(spec: RunnerSpec) -> Encode:
+    import onnxruntime
+    from sentence_transformers import SentenceTransformer
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = spec.threads
+    provider = "CUDAExecutionProvider" if spec.device == "cuda" else "CPUExecutionProvider"
+    model = SentenceTransformer(str(st_onnx_dir(spec.model)), device=spec.device, backend="onnx",
+                                model_kwargs={"file_name": st_onnx_file(spec.precision), "provider": provider,
+                                              "session_options": options})
+
+    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
+        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
+
+    return encode
+
+
+def _load_fastembed(spec: RunnerSpec) -> Encode:
+    model = fastembed_model(artifact_dir(spec.model), spec.threads, spec.device)
+
+    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
+        return np.stack(list(model.embed(texts, batch_size=batch_size))).astype(np.float32)
+
+    return encode
+
+
+def fastembed_model(artifact: Path, threads: int, device: str = "cpu"):  # type: ignore[no-untyped-def]
+    """fastembed loading our exported model.onnx from a local directory, pooled output as is."""
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    from jina_onnx.manifest import load_manifest
+
+    manifest = load_manifest(artifact)
+    directory = WORK / "fastembed" / artifact.name
+    directory.mkdir(parents=True, exist_ok=True)
+    for name in ("model.onnx", "tokenizer.json"):
+        if not (directory / name).exists():
+            (directory / name).symlink_to(artifact / name)
+    tokenizer = json.loads((artifact / "tokenizer.json").read_text())
+    pad = next(t["content"] for t in tokenizer["added_tokens"] if t["id"] == manifest.tokenizer.pad_id)
+    (directory / "tokenizer_config.json").write_text(json.dumps({"model_max_length": manifest.max_length,
+                                                                 "pad_token": pad}))
+    (directory / "config.json").write_text(json.dumps({"pad_token_id": manifest.tokenizer.pad_id}))
+    name = f"jina-onnx-bench/{artifact.name}"
+    if name not in [m["model"] for m in TextEmbedding.list_supported_models()]:
+        TextEmbedding.add_custom_model(model=name, pooling=PoolingType.DISABLED, normalization=False,
+                                       sources=ModelSource(hf=name), dim=manifest.dim, model_file="model.onnx",
+                                       output_name="sentence_embedding")
+    providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
+    return TextEmbedding(name, specific_model_path=str(directory), threads=threads, providers=providers)

@@ -1,0 +1,111 @@
+"""The side-by-side benchmark suite: one command writes JSON, Markdown and PNGs; README shows that JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks import suite
+from benchmarks.report import README, readme_block, readme_results_json, render_markdown
+from benchmarks.runners import RunnerSpec, Unsupported
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPECTED_RUNNERS = {"torch fp32", "ST ONNX fp32", "ST ONNX int8", "fastembed fp32", "jina-onnx fp32", "jina-onnx int8"}
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    header = path.read_bytes()[:24]
+    assert header[:8] == b"\x89PNG\r\n\x1a\n", path
+    return struct.unpack(">II", header[16:24])
+
+
+def test_one_command_writes_json_markdown_and_plots(artifact, checkpoint, minilm_artifact, tmp_path: Path) -> None:
+    work = tmp_path / "bench"  # seed the suite's cache with the session's exports instead of exporting again
+    shutil.copytree(artifact("t"), work / "artifacts" / "jina-embedding-t-en-v1")
+    shutil.copytree(minilm_artifact, work / "artifacts" / "all-MiniLM-L6-v2")
+    shutil.copytree(checkpoint("t"), work / "checkpoints" / "t")
+    out = tmp_path / "results"
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--models", "t", "--smoke", "--out", str(out)],
+                          cwd=ROOT, env=os.environ | {"JINA_ONNX_BENCH_HOME": str(work)}, capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (json_path,) = out.glob("*.json")
+    data = json.loads(json_path.read_text())
+    model = data["models"]["t"]
+    assert {label for label, s in model["runners"].items() if s["status"] == "ok"} == EXPECTED_RUNNERS
+    for section in ("short", "long", "fixed128_b1", "fixed128_b8", "fixed128_b32", "fixed128_b128"):
+        assert set(model["throughput"][section]) == EXPECTED_RUNNERS, section
+        assert all(r["texts_per_s"] > 0 for r in model["throughput"][section].values())
+        assert model["speedup_vs_torch_fp32"][section]["torch fp32"] == 1.0
+    assert model["workloads"]["fixed128_b32"]["tokens"] == 32 * 128  # exact-length texts really are 128 tokens
+    assert 400 * 2 <= model["workloads"]["long"]["tokens"] <= 511 * 2  # two passages of 400-511 tokens
+    assert set(model["latency"]) == EXPECTED_RUNNERS
+    assert all("peak_rss_mb" in model["cold_start"][label] for label in EXPECTED_RUNNERS), model["cold_start"]
+    quality = model["quality_vs_torch_fp32"]
+    assert quality["jina-onnx fp32"]["min_cosine"] > 0.99999 and quality["fastembed fp32"]["min_cosine"] > 0.99999
+    assert quality["jina-onnx int8"]["min_cosine"] > 0.99
+    minilm = data["minilm"]["runners"]
+    assert abs(minilm["jina-onnx fp32"]["spearman"] - minilm["torch fp32"]["spearman"]) < 0.01
+    markdown = (out / f"{data['stem']}.md").read_text()
+    assert markdown == render_markdown(data, heading="#")
+    assert all(f"| t | {label} |" in markdown for label in EXPECTED_RUNNERS)
+    for kind in ("throughput", "batch-speedup", "quality-speed"):
+        width, height = png_size(out / f"{data['stem']}-{kind}.png")
+        assert width > 600 and height > 300
+
+
+def fake_encoder(dim: int, fail: bool = False):  # type: ignore[no-untyped-def]
+    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
+        if fail:
+            raise RuntimeError("kernel missing")
+        return np.stack([np.random.default_rng(len(t)).standard_normal(dim) for t in texts]).astype(np.float32)
+    return encode
+
+
+def test_unsupported_and_failing_baselines_are_reported_not_fatal(t_model, monkeypatch) -> None:
+    def prepare(spec: RunnerSpec) -> None:
+        if spec.runtime == "st-onnx":
+            raise Unsupported("ValueError: Input decoder_input_ids is required by model but not provided.")
+
+    def load(spec: RunnerSpec):  # type: ignore[no-untyped-def]
+        return fake_encoder(8, fail=spec.runtime == "fastembed")
+
+    monkeypatch.setattr(suite, "prepare", prepare)
+    monkeypatch.setattr(suite, "load", load)
+    monkeypatch.setattr(suite, "tokenizer_for", lambda model: t_model.tokenizer)
+    monkeypatch.setattr(suite, "cold_start", lambda spec, workloads, repeats: {"total_s": 1.0, "peak_rss_mb": 2.0})
+    monkeypatch.setattr(suite, "SETTLE_S", 0)
+    result = suite.benchmark_model("t", "cpu", ("fp32",), ("torch", "st-onnx", "fastembed", "jina-onnx"), 1,
+                                   suite.SMOKE)
+    status = result["runners"]
+    assert status["ST ONNX fp32"]["status"] == "unsupported" and "decoder_input_ids" in status["ST ONNX fp32"]["reason"]
+    assert status["fastembed fp32"] == status["fastembed fp32"] | {"status": "failed",
+                                                                   "reason": "RuntimeError: kernel missing"}
+    assert set(result["throughput"]["short"]) == {"torch fp32", "jina-onnx fp32"}
+    assert result["quality_vs_torch_fp32"]["jina-onnx fp32"]["min_cosine"] > 0.999999  # same fake vectors
+    data = {"models": {"t": result}, "minilm": {"pairs": 0, "runners": {}}, "settings": suite.SMOKE.__dict__,
+            "machine": {"date": "2026-11-26", "cpu": "test", "physical_cores": 1, "cpu_flags": [],
+                        "onnxruntime": "x"}, "machine_name": "cpu-test-1c", "device": "cpu", "threads": 1,
+            "mode": "smoke", "command": "python -m benchmarks run", "wall_s": 1.0, "stem": "cpu-test"}
+    markdown = render_markdown(data)
+    assert "| t | ST ONNX fp32 | unsupported: ValueError: Input decoder_input_ids" in markdown
+    assert "| t | fastembed fp32 | failed: RuntimeError: kernel missing" in markdown
+
+
+def test_readme_performance_section_is_the_named_json() -> None:
+    json_path = readme_results_json()
+    assert json_path is not None and json_path.is_file(), "README.md has no Performance block naming a results JSON"
+    text = README.read_text()
+    assert readme_block(json_path) in text, "README.md's Performance block differs from its JSON: run " \
+        f"python -m benchmarks readme {json_path.relative_to(ROOT)}"
+    data = json.loads(json_path.read_text())
+    assert data["machine"]["cpu"] in text and data["mode"] == "full"
+    for kind in ("throughput", "batch-speedup", "quality-speed"):
+        assert png_size(json_path.parent / f"{data['stem']}-{kind}.png")[0] > 600
