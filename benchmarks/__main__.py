@@ -1,6 +1,6 @@
 """One command for the side-by-side benchmark suite.
 
-    python -m benchmarks run [--models t,s,b,l] [--device cpu|cuda] [--precisions fp32,int8] [--quick]
+    python -m benchmarks run [--models t,s,b] [--device cpu|cuda] [--precisions fp32,int8] [--quick]
     python -m benchmarks readme benchmarks/results/<stem>.json   # put that run's table and plots in README.md
 
 `run` writes benchmarks/results/<machine>-<date>[-quick].json, .md and three PNGs (see benchmarks/report.py).
@@ -125,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run the suite and write JSON, Markdown and PNG plots")
-    run_parser.add_argument("--models", default="t,s,b,l", help="comma-separated sizes from t,s,b,l (default all)")
+    run_parser.add_argument("--models", default="t,s,b",
+                            help="comma-separated sizes from t,s,b,l (default t,s,b: l needs more than 24 GB)")
     run_parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     run_parser.add_argument("--precisions", default="",
                             help="jina-onnx variants to run (default fp32,int8 on cpu, fp32,fp16 on cuda)")

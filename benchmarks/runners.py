@@ -54,6 +54,10 @@ class RunnerSpec:
 class Unsupported(Exception):
     """The runtime cannot run this model at all; the suite records the reason instead of a number."""
 
+    def __init__(self, reason: str, cached: Path | None = None) -> None:
+        super().__init__(reason)
+        self.cached = cached
+
 
 def checkpoint_dir(model: str) -> Path:
     """The PyTorch checkpoint in hub layout: seeded exact-config weights, or the real MiniLM."""
@@ -109,8 +113,8 @@ def prepare(spec: RunnerSpec) -> None:
         return
     directory = st_onnx_dir(spec.model)
     failure = directory / "UNSUPPORTED.txt"
-    if failure.is_file():
-        raise Unsupported(failure.read_text().strip() + " (cached: delete " + str(directory) + " to retry)")
+    if failure.is_file():  # an earlier run's attempt; the log says where, the table shows only the reason
+        raise Unsupported(failure.read_text().strip(), cached=failure)
     if (directory / st_onnx_file(spec.precision)).is_file():
         return
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model

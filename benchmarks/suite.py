@@ -52,7 +52,7 @@ QUICK = Settings(short_texts=256, long_texts=8, fixed_texts={1: 8, 8: 16, 32: 32
 SMOKE = Settings(short_texts=16, long_texts=2, fixed_texts={1: 2, 8: 8, 32: 32, 128: 128}, latency_calls=6,
                  rounds=1, cold_repeats=1, minilm_pairs=50)  # for the test suite: every path, minimal work
 FULL = Settings(short_texts=512, long_texts=24, fixed_texts={1: 24, 8: 48, 32: 96, 128: 128}, latency_calls=100,
-                rounds=3, cold_repeats=3, minilm_pairs=0)  # t, s, b, l: about an hour on 2 CPU cores
+                rounds=3, cold_repeats=3, minilm_pairs=0)  # t, s, b: about 30 minutes on 2 CPU cores
 
 
 def log(message: str) -> None:
@@ -86,7 +86,8 @@ def start_runners(specs: list[RunnerSpec]) -> tuple[dict[str, RunnerSpec], dict[
             status[spec.label] = {"status": "ok", "spec": asdict(spec)}
         except Unsupported as error:
             status[spec.label] = {"status": "unsupported", "reason": str(error), "spec": asdict(spec)}
-            log(f"  {spec.label}: unsupported: {error}")
+            where = f" (found in {error.cached}: delete it to try again)" if error.cached else ""
+            log(f"  {spec.label}: unsupported: {error}{where}")
         except Exception as error:  # a baseline that breaks is a result to show, not a reason to stop the suite
             status[spec.label] = {"status": "failed", "reason": _error(error), "spec": asdict(spec)}
             log(f"  {spec.label}: failed to load: {_error(error)}")

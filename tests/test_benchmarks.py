@@ -109,3 +109,19 @@ def test_readme_performance_section_is_the_named_json() -> None:
     assert data["machine"]["cpu"] in text and data["mode"] == "full"
     for kind in ("throughput", "batch-speedup", "quality-speed"):
         assert png_size(json_path.parent / f"{data['stem']}-{kind}.png")[0] > 600
+
+
+def test_bad_arguments_and_a_missing_gpu_are_refused_up_front() -> None:
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "benchmarks", "run", *args], cwd=ROOT, capture_output=True,
+                              text=True, timeout=120)
+
+    done = run("--models", "t,xl")
+    assert done.returncode != 0 and "unknown model xl; choose from t, s, b, l" in done.stderr
+    done = run("--precisions", "int4")
+    assert done.returncode != 0 and "unknown precision int4" in done.stderr
+    import onnxruntime
+
+    if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+        done = run("--device", "cuda", "--models", "t")
+        assert done.returncode != 0 and "--device cuda needs onnxruntime-gpu" in done.stderr
