@@ -159,12 +159,8 @@ def plots(data: dict, out: Path, stem: str) -> list[Path]:
         ax.set_title(name)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("texts / s (log)")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=8)
-    figure.suptitle(f"Throughput, {title} (bars: median, whiskers: min-max)")
-    figure.tight_layout(rect=(0, 0.1, 1, 0.95))
-    figure.savefig(paths[0], dpi=110)
-    plt.close(figure)
+    _save_with_shared_legend(figure, axes[0][0], paths[0], f"Throughput, {title} (bars: median, whiskers: min-max)",
+                             top=0.95)
 
     figure, axes = plt.subplots(1, len(models), figsize=(max(4.2 * len(models), 6.5), 4), squeeze=False)
     batches = sorted(int(b) for b in data["settings"]["fixed_texts"])
@@ -181,12 +177,7 @@ def plots(data: dict, out: Path, stem: str) -> list[Path]:
         ax.set_title(f"model {size}")
         ax.grid(alpha=0.3)
     axes[0][0].set_ylabel("speedup over torch fp32")
-    handles, names = axes[0][0].get_legend_handles_labels()
-    figure.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=8)
-    figure.suptitle(f"Speedup vs batch size, {title}")
-    figure.tight_layout(rect=(0, 0.1, 1, 0.93))
-    figure.savefig(paths[1], dpi=110)
-    plt.close(figure)
+    _save_with_shared_legend(figure, axes[0][0], paths[1], f"Speedup vs batch size, {title}", top=0.93)
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     markers = dict(zip(models, "osD^v"))
@@ -219,6 +210,18 @@ def plots(data: dict, out: Path, stem: str) -> list[Path]:
     figure.savefig(paths[2], dpi=110)
     plt.close(figure)
     return paths
+
+
+def _save_with_shared_legend(figure, ax, path: Path, title: str, top: float) -> None:  # type: ignore[no-untyped-def]
+    """One legend under all panels (taken from `ax`), a title on top, then write and free the figure."""
+    import matplotlib.pyplot as plt
+
+    handles, names = ax.get_legend_handles_labels()
+    figure.legend(handles, names, loc="lower center", ncol=min(len(names), 5), fontsize=8)
+    figure.suptitle(title)
+    figure.tight_layout(rect=(0, 0.1, 1, top))
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
 
 
 def readme_block(json_path: Path) -> str:
