@@ -23,13 +23,15 @@ from jina_onnx.manifest import (Manifest, Parity, Precision, ProbeInfo, Source, 
 from jina_onnx.model import EmbeddingModel, TruncationWarning
 from jina_onnx.probe import PROBE_TEXTS, parity
 from jina_onnx.registry import Architecture, home_dir
+from jina_onnx.tokenization import TextTokenizer
 
 from .checkpoint import Checkpoint, load_torch_model, read_checkpoint
 from .hub import ResolvedSource, resolve_source
 from .tokenizer import load_hf_tokenizer, write_tokenizer
 from .trace import OPSET, export_onnx, pooled_module
 from .validate import torch_embeddings
-from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, to_fp16, to_int8
+from .fp16 import CALIBRATION_TEXTS, calibration_feeds, to_fp16
+from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, to_int8
 
 log = logging.getLogger("jina_onnx")
 
@@ -166,9 +168,7 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
             base = Precision.FP32_OPT
     source_file = staging / FILES[base]
     if Precision.FP16 in wanted:
-        log.info("jina-onnx: converting to fp16")
-        how = to_fp16(source_file, staging / FILES[Precision.FP16], checkpoint.architecture)
-        manifest = check(manifest, Precision.FP16, f"{base.value}, {how}")
+        manifest = _fp16_variant(staging, manifest, check, source_file, base, checkpoint)
     if Precision.INT8 in wanted:
         log.info("jina-onnx: quantizing to int8")
         how = to_int8(source_file, staging / FILES[Precision.INT8])
@@ -181,14 +181,44 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
     return manifest
 
 
+def _fp16_variant(staging: Path, manifest: Manifest, check: functools.partial, source_file: Path, base: Precision,
+                  checkpoint: Checkpoint) -> Manifest:
+    """fp16 with every MatMul in fp16 (T5: residual stream rescaled to fit); the old fp32-islands
+    recipe only when the measured peaks or the gate say the rescaled graph is not good enough."""
+    log.info("jina-onnx: converting to fp16")
+    target = staging / FILES[Precision.FP16]
+    fused_for_fp16 = None
+    if checkpoint.architecture is Architecture.T5_ENCODER and base is not Precision.FP32_OPT:
+        # Rescaling edits the fused norms' epsilon; fuse a private copy when the artifact has no fused graph.
+        fused_for_fp16 = staging / ".fused-for-fp16.onnx"
+        heads = int(checkpoint.config.get("num_heads"))
+        optimize_for_cpu(source_file, fused_for_fp16, checkpoint.architecture, heads, checkpoint.dim)
+        source_file = fused_for_fp16
+    tokenizer = TextTokenizer(staging / "tokenizer.json", manifest.max_length, manifest.tokenizer.pad_id)
+    feeds = calibration_feeds(tokenizer, PROBE_TEXTS + CALIBRATION_TEXTS, manifest.inputs)
+    try:
+        result = to_fp16(source_file, target, checkpoint.architecture, feeds)
+        manifest = check(manifest, Precision.FP16, f"{base.value}, {result.description}", details=result.details())
+        if Precision.FP16 in manifest.rejected and result.recipe == "rescaled":
+            first_try = manifest.rejected.pop(Precision.FP16.value)
+            log.info("jina-onnx: rescaled fp16 missed its gate (%s); retrying with fp32 islands", first_try)
+            result = to_fp16(source_file, target, checkpoint.architecture, feeds, recipe="islands")
+            manifest = check(manifest, Precision.FP16, f"{base.value}, {result.description}",
+                             details=result.details() | {"rescaled_rejected": first_try})
+    finally:
+        if fused_for_fp16 is not None:
+            fused_for_fp16.unlink(missing_ok=True)
+    return manifest
+
+
 def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: Precision, built_from: str,
-           fused_ops: dict[str, int] | None = None) -> Manifest:
+           fused_ops: dict[str, int] | None = None, details: dict | None = None) -> Manifest:
     """Run one variant through the runtime, compare with PyTorch, keep it only if it passes its gate."""
     path = staging / FILES[precision]
     gate = GATES[precision]
     unchecked = Parity(float("nan"), float("nan"), float("nan"), 0, "not yet validated")
     variant = Variant(precision, FILES[precision], sha256_file(path), OPSET, unchecked, gate.describe(),
-                      built_from, dict(fused_ops or {}))
+                      built_from, dict(fused_ops or {}), dict(details or {}))
     trial = dataclasses.replace(manifest, variants={**manifest.variants, precision: variant})
     trial.save(staging)  # the runtime reads only what a manifest lists
     runtime = EmbeddingModel(staging, trial, variant, "cpu", threads=None)

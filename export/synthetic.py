@@ -65,7 +65,8 @@ def minilm_checkpoint() -> Path:
 
 
 def write_checkpoint(name: str, directory: str | os.PathLike[str], *, seed: int = 0,
-                     ffn_output_scale: float = 1.0, corpus: Sequence[str] | None = None) -> Path:
+                     ffn_output_scale: float = 1.0, embedding_scale: float = 1.0,
+                     corpus: Sequence[str] | None = None) -> Path:
     """Write a hub-layout checkpoint of a registry model with seeded random weights.
 
     Args:
@@ -74,6 +75,8 @@ def write_checkpoint(name: str, directory: str | os.PathLike[str], *, seed: int 
         seed: torch seed for the weights.
         ffn_output_scale: multiply the FFN output projection (T5 `wo`, BERT `output.dense`) by this;
             tests use it to reproduce pretrained T5's activations beyond fp16's 65504.
+        embedding_scale: multiply the token embedding by this (with `ffn_output_scale`, it puts the
+            whole residual stream beyond fp16's range from the first layer on).
         corpus: texts to train the T5 SentencePiece model on; default the BERT vocabulary's words.
     """
     torch = require("torch", "export")
@@ -94,11 +97,12 @@ def write_checkpoint(name: str, directory: str | os.PathLike[str], *, seed: int 
         model = transformers.T5EncoderModel(transformers.T5Config(**config))
         _write_t5_tokenizer(out, corpus)
         (out / "modeling_t5.py").write_text('raise RuntimeError("remote code was executed")\n')
-    if ffn_output_scale != 1.0:
-        with torch.no_grad():  # type: ignore[attr-defined]
-            for param_name, param in model.named_parameters():
-                if "DenseReluDense.wo" in param_name or (".output.dense" in param_name and "attention" not in param_name):
-                    param.mul_(ffn_output_scale)
+    with torch.no_grad():  # type: ignore[attr-defined]
+        for param_name, param in model.named_parameters():
+            if "DenseReluDense.wo" in param_name or (".output.dense" in param_name and "attention" not in param_name):
+                param.mul_(ffn_output_scale)
+            elif param_name in ("shared.weight", "embeddings.word_embeddings.weight"):
+                param.mul_(embedding_scale)
     model.save_pretrained(out, safe_serialization=False)  # pytorch_model.bin, as the hub repos have
     (out / "config.json").write_text(json.dumps(config, indent=2))  # the hub's exact keys, not transformers'
     _write_sentence_transformers_files(out, spec)

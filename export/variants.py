@@ -1,4 +1,4 @@
-"""Deriving the optimized, fp16 and int8 graphs from the traced fp32 graph, and their accuracy gates."""
+"""Deriving the optimized and int8 graphs from the traced fp32 graph (fp16 lives in `fp16.py`), and their gates."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Iterator
 
 from jina_onnx.gates import GATES, Gate  # noqa: F401  (the exporter and tests use them from here)
+
+from .fp16 import to_fp16  # noqa: F401  (kept importable from here)
 from jina_onnx.registry import Architecture
 
 log = logging.getLogger("jina_onnx")
@@ -45,62 +47,6 @@ def optimize_for_cpu(source: Path, target: Path, architecture: Architecture, num
 def fused_op_counts(model: object) -> dict[str, int]:
     counts = collections.Counter(node.op_type for node in model.graph.node)  # type: ignore[attr-defined]
     return {op: counts[op] for op in FUSED_OPS if counts[op]}
-
-
-def fp16_block_lists(model: object, architecture: Architecture) -> tuple[list[str], list[str]]:
-    """(op types, node names) that stay fp32 in the fp16 graph.
-
-    Pooling (every node outside the encoder) stays fp32 so long inputs don't lose precision in
-    the sum. For T5 this follows ORT's mixed-precision recipe (norms, Relu and the residual Adds
-    in fp32) and, like transformers' `_keep_in_fp32_modules`, keeps the FFN output projection
-    `wo` in fp32: pretrained T5 drives it past fp16's 65504, which turns the residual into inf
-    and the next RMSNorm into NaN.
-    """
-    nodes = model.graph.node  # type: ignore[attr-defined]
-    keep_nodes = [n.name for n in nodes if not n.name.startswith("/encoder/")]
-    if architecture is not Architecture.T5_ENCODER:
-        return [], keep_nodes
-    keep_ops = ["SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "Relu", "Add",
-                "Pow", "ReduceMean", "Sqrt", "Div", "Reciprocal"]  # the last five: an unfused RMSNorm
-    keep_nodes += [n.name for n in nodes if "DenseReluDense/wo" in n.name]
-    return keep_ops, keep_nodes
-
-
-def to_fp16(source: Path, target: Path, architecture: Architecture, safe: bool = True) -> str:
-    """Convert to fp16 with fp32 inputs/outputs; returns a description of the settings.
-
-    `safe=False` converts every op (the naive recipe), kept for the overflow test.
-    """
-    import onnx
-    from onnxruntime.transformers.onnx_model import OnnxModel
-
-    model = OnnxModel(onnx.load(str(source)))
-    keep_ops, keep_nodes = fp16_block_lists(model.model, architecture) if safe else ([], [])
-    model.convert_float_to_float16(keep_io_types=True, op_block_list=keep_ops, node_block_list=keep_nodes,
-                                   use_symbolic_shape_infer=True)
-    _drop_duplicate_casts(model.model)
-    model.save_model_to_file(str(target))
-    return f"fp16 with {len(keep_nodes)} nodes and ops {keep_ops} kept in fp32"
-
-
-def _drop_duplicate_casts(model: object) -> None:
-    """The fp16 converter adds one Cast per blocked consumer of a tensor, all with the same name
-    and output when a tensor feeds several blocked nodes; ORT then refuses the graph. Identical
-    Casts are the same computation, so keeping the first is exact."""
-    graph = model.graph  # type: ignore[attr-defined]
-    seen: dict[tuple[str, ...], tuple[tuple[str, ...], int]] = {}
-    kept = []
-    for node in graph.node:
-        if node.op_type == "Cast":
-            key, signature = tuple(node.output), (tuple(node.input), node.attribute[0].i)
-            if key in seen:
-                if seen[key] != signature:
-                    raise RuntimeError(f"fp16 conversion produced two different Casts writing {key}")
-                continue
-            seen[key] = signature
-        kept.append(node)
-    del graph.node[:]
-    graph.node.extend(kept)
 
 
 @contextlib.contextmanager

@@ -65,6 +65,7 @@ class Variant:
     gate: str = ""  # the condition parity had to meet, e.g. "mean_cosine >= 0.99"
     built_from: str = ""  # the variant this one was derived from, with the settings used
     fused_ops: dict[str, int] = field(default_factory=dict)  # ONNX Runtime fusions present in the graph
+    details: dict[str, Any] = field(default_factory=dict)  # recipe settings, e.g. fp16's residual scale alpha
 
 
 @dataclass(frozen=True)
@@ -202,6 +203,7 @@ def _parse(raw: dict[str, Any]) -> Manifest:
             gate=str(v.get("gate", "")),
             built_from=str(v.get("built_from", "")),
             fused_ops={str(k): int(n) for k, n in v.get("fused_ops", {}).items()},
+            details=dict(v.get("details", {})),
         )
         if variants[precision].precision is not precision:
             raise ArtifactError(f"variant {key!r} declares precision {v['precision']!r}")
