@@ -16,6 +16,19 @@ ORDER = ("torch fp32", "torch fp16", "ST ONNX fp32", "ST ONNX int8", "fastembed 
          "jina-onnx fp32-opt", "jina-onnx fp16", "jina-onnx int8")
 PLOTS = ("throughput", "batch-speedup", "quality-speed")
 SECTIONS = {"short": "short text", "long": "long text", "fixed128_b32": "128 tokens, batch 32"}
+# On CUDA the table shows the GPU-sized batches the suite adds there (short and 128-token texts at batch 256).
+CUDA_SECTIONS = {"short_b256": "short text, batch 256", "long": "long text", "fixed128_b256": "128 tokens, batch 256"}
+# Headline columns: (key, label) per device. On CUDA the fast variant is fp16, compared with torch fp16.
+HEADLINE = {"cpu": (("fast", "int8 vs torch fp32"), ("torch fp32", "fp32 vs torch fp32"),
+                    ("st fp32", "fp32 vs ST ONNX fp32"), ("st int8", "int8 vs ST ONNX int8"),
+                    ("fastembed", "fp32 vs fastembed fp32")),
+            "cuda": (("fast", "fp16 vs torch fp16"), ("fast vs fp32", "fp16 vs torch fp32"),
+                     ("torch fp32", "fp32 vs torch fp32"), ("st fp32", "fp32 vs ST ONNX fp32"),
+                     ("fastembed", "fp32 vs fastembed fp32"))}
+
+
+def sections_of(data: dict) -> dict[str, str]:
+    return CUDA_SECTIONS if data.get("device") == "cuda" else SECTIONS
 
 
 def ordered(labels) -> list[str]:  # type: ignore[no-untyped-def]
@@ -49,8 +62,9 @@ def headline(model: dict, section: str) -> dict[str, str]:
             return f"{results[ours]['texts_per_s'] / results[theirs]['texts_per_s']:.2f}x"
         return "n/a"
 
-    return {"torch": ratio("jina-onnx int8", "torch fp32") if "jina-onnx int8" in results
+    return {"fast": ratio("jina-onnx int8", "torch fp32") if "jina-onnx int8" in results
             else ratio("jina-onnx fp16", "torch fp16"),
+            "fast vs fp32": ratio("jina-onnx fp16", "torch fp32"),
             "torch fp32": ratio("jina-onnx fp32", "torch fp32"),
             "st fp32": ratio("jina-onnx fp32", "ST ONNX fp32"),
             "st int8": ratio("jina-onnx int8", "ST ONNX int8"),
@@ -70,8 +84,9 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
              "tokens; batch 32. Latency: one sentence per call. Cold start: import + load + first encode in a fresh "
              f"process (median of {settings['cold_repeats']}); peak RSS: of the first such process, after it embeds "
              "256 short and 8 long texts. Cosine: min over the short and long texts against torch fp32.", "",
-             "| model | runner | short | long | 128 tokens, batch 32 | latency p50 / p99 ms | cold start s "
-             "| peak RSS MB | min cosine |", "|---|---|---|---|---|---|---|---|---|"]
+             "| model | runner | " + " | ".join(name.replace("short text", "short").replace("long text", "long")
+                                                 for name in sections_of(data).values())
+             + " | latency p50 / p99 ms | cold start s | peak RSS MB | min cosine |", "|---|---|---|---|---|---|---|---|---|"]
     for size, model in data["models"].items():
         for label in ordered(model["runners"]):
             state = model["runners"][label]
@@ -79,7 +94,7 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
                 lines.append(f"| {size} | {label} | {state['status']}: {_escape(state['reason'])} ||||||| ")
                 continue
             cells = []
-            for section in SECTIONS:
+            for section in sections_of(data):
                 r = model["throughput"].get(section, {}).get(label)
                 ratio = model["speedup_vs_torch_fp32"].get(section, {}).get(label)
                 cells.append("failed" if r is None else
@@ -102,13 +117,16 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
                 continue
             cells = [model["speedup_vs_torch_fp32"].get(f"fixed128_b{b}", {}).get(label) for b in batches]
             lines.append(f"| {size} | {label} | " + " | ".join("" if c is None else f"{c:.2f}x" for c in cells) + " |")
-    lines += ["", "Headline ratios, jina-onnx over each baseline (texts/s; short / long / 128 tokens batch 32):", "",
-              "| model | int8 vs torch fp32 | fp32 vs torch fp32 | fp32 vs ST ONNX fp32 | int8 vs ST ONNX int8 "
-              "| fp32 vs fastembed fp32 |", "|---|---|---|---|---|---|"]
+    columns = HEADLINE["cuda" if data.get("device") == "cuda" else "cpu"]
+    lines += ["", "Headline ratios, jina-onnx over each baseline (texts/s; "
+              + " / ".join(sections_of(data).values()).replace("short text", "short").replace("long text", "long")
+              .replace("128 tokens, batch", "128 tokens batch") + "):", "",
+              "| model | " + " | ".join(label for _, label in columns) + " |", "|---|" + "---|" * len(columns)]
     for size, model in data["models"].items():
-        per = [headline(model, section) for section in SECTIONS]
-        cells = [" / ".join(h[key] for h in per) for key in ("torch", "torch fp32", "st fp32", "st int8", "fastembed")]
+        per = [headline(model, section) for section in sections_of(data)]
+        cells = [" / ".join(h[key] for h in per) for key, _ in columns]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    lines += efficiency_table(data)
     minilm = data["minilm"]
     lines += ["", f"Quality on real weights: all-MiniLM-L6-v2, STS-dev Spearman x100 over {minilm['pairs']} pairs "
               "(texts/s from that single pass):", "", "| runner | Spearman | texts/s |", "|---|---|---|"]
@@ -119,6 +137,27 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
     lines.append("")
     lines += [f"![{kind}]({image_prefix}{name})" for kind, name in zip(PLOTS, plot_names(data["stem"]))]
     return "\n".join(lines) + "\n"
+
+
+def efficiency_table(data: dict) -> list[str]:
+    """encode / raw session per jina-onnx runner and section: how much of the engine the package delivers.
+    Empty for results from before the suite measured it."""
+    rows = []
+    for size, model in data["models"].items():
+        labels = ordered({label for results in model["throughput"].values() for label, r in results.items()
+                          if "efficiency" in r})
+        for label in labels:
+            cells = []
+            for section in model["throughput"]:
+                r = model["throughput"][section].get(label, {})
+                cells.append(f"{r['efficiency']:.2f} ({_num(r['raw_texts_per_s'])}/s raw)" if "efficiency" in r else "")
+            rows.append(f"| {size} | {label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return []
+    sections = list(next(iter(data["models"].values()))["throughput"])
+    return ["", "Efficiency: texts/s through `encode` over texts/s of the bare session running the same batches "
+            "pre-tokenized and pre-padded (1.00 = nothing lost on the host side):", "",
+            "| model | runner | " + " | ".join(sections) + " |", "|---|---|" + "---|" * len(sections), *rows]
 
 
 def _escape(text: str) -> str:
@@ -138,9 +177,10 @@ def plots(data: dict, out: Path, stem: str) -> list[Path]:
     colors = {label: plt.get_cmap("tab10")(i) for i, label in enumerate(ORDER)}
     title = f"{data['machine_name']}, {data['machine']['date']}"
 
-    figure, axes = plt.subplots(1, len(SECTIONS), figsize=(5.5 * len(SECTIONS), 4.5), squeeze=False)
+    sections = sections_of(data)
+    figure, axes = plt.subplots(1, len(sections), figsize=(5.5 * len(sections), 4.5), squeeze=False)
     width = 0.8 / max(len(labels), 1)
-    for ax, (section, name) in zip(axes[0], SECTIONS.items()):
+    for ax, (section, name) in zip(axes[0], sections.items()):
         for j, label in enumerate(labels):
             for i, model in enumerate(models.values()):
                 r = model["throughput"].get(section, {}).get(label)

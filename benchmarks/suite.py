@@ -27,6 +27,7 @@ from .sts import load_sts, sts_spearman
 from .workloads import fixed_length_texts, long_passages, short_texts
 
 REFERENCE = "torch fp32"
+GPU_BATCH = 256
 SETTLE_S = 0.2
 RSS_SHORT, RSS_LONG = 256, 8  # texts the cold-start process embeds before its peak RSS is read
 DEFAULT_PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}
@@ -45,12 +46,13 @@ class Settings:
     rounds: int
     cold_repeats: int
     minilm_pairs: int  # STS-dev pairs for the MiniLM quality check (0: all 1,500)
+    gpu_fixed_texts: int = 2048  # 128-token texts at batch 256, on CUDA only
 
 
 QUICK = Settings(short_texts=256, long_texts=8, fixed_texts={1: 8, 8: 16, 32: 32, 128: 128}, latency_calls=30,
-                 rounds=2, cold_repeats=1, minilm_pairs=500)
+                 rounds=2, cold_repeats=1, minilm_pairs=500, gpu_fixed_texts=512)
 SMOKE = Settings(short_texts=16, long_texts=2, fixed_texts={1: 2, 8: 8, 32: 32, 128: 128}, latency_calls=6,
-                 rounds=1, cold_repeats=1, minilm_pairs=50)  # for the test suite: every path, minimal work
+                 rounds=1, cold_repeats=1, minilm_pairs=50, gpu_fixed_texts=256)  # for the test suite: every path, minimal work
 FULL = Settings(short_texts=512, long_texts=24, fixed_texts={1: 24, 8: 48, 32: 96, 128: 128}, latency_calls=100,
                 rounds=3, cold_repeats=3, minilm_pairs=0)  # t, s, b: about 30 minutes on 2 CPU cores
 
@@ -122,6 +124,24 @@ def timed_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: in
     return samples, outputs
 
 
+def raw_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: int, token_budget: int | None,
+               rounds: int) -> dict[str, list[float]]:
+    """Time the runners that expose a raw-session ceiling (jina-onnx) on pre-built inputs of the same batches,
+    alternating like `timed_rounds`, right after it."""
+    prepared = {label: encode.raw(texts, batch_size, token_budget) for label, encode in encoders.items()
+                if hasattr(encode, "raw")}
+    samples: dict[str, list[float]] = {label: [] for label in prepared}
+    for run in prepared.values():
+        run()  # warm-up
+    for _ in range(rounds):
+        for label, run in prepared.items():
+            settle()
+            start = time.perf_counter()
+            run()
+            samples[label].append(time.perf_counter() - start)
+    return samples
+
+
 def summarize(seconds: list[float], texts: int, tokens: int) -> dict[str, float]:
     median = statistics.median(seconds)
     return {"texts": texts, "tokens": tokens, "seconds_median": median, "seconds_min": min(seconds),
@@ -191,6 +211,10 @@ def benchmark_model(model: str, device: str, precisions: tuple[str, ...], runtim
     sections: dict[str, tuple[list[str], int, int | None]] = {"short": (short, 32, None), "long": (long, 32, None)}
     for batch, count in settings.fixed_texts.items():
         sections[f"fixed128_b{batch}"] = (fixed_length_texts(tokenizer, count), batch, batch * 128)
+    if device == "cuda":  # GPU-sized batches next to the CPU ones
+        sections["short_b256"] = (short_texts(0), GPU_BATCH, None)
+        sections[f"fixed128_b{GPU_BATCH}"] = (fixed_length_texts(tokenizer, settings.gpu_fixed_texts), GPU_BATCH,
+                                              GPU_BATCH * 128)
     throughput: dict[str, dict[str, dict[str, float]]] = {}
     outputs: dict[str, dict[str, np.ndarray]] = {}
     for name, (texts, batch, budget) in sections.items():
@@ -199,6 +223,10 @@ def benchmark_model(model: str, device: str, precisions: tuple[str, ...], runtim
         tokens = int(tokenizer.tokenize(texts).lengths.sum())
         samples, outputs[name] = timed_rounds(encoders, texts, batch, budget, settings.rounds, status)
         throughput[name] = {label: summarize(s, len(texts), tokens) for label, s in samples.items()}
+        for label, raw in raw_rounds(encoders, texts, batch, budget, settings.rounds).items():
+            ceiling = len(texts) / statistics.median(raw)
+            throughput[name][label] |= {"raw_texts_per_s": ceiling,
+                                        "efficiency": throughput[name][label]["texts_per_s"] / ceiling}
     log(f"model {model}: batch-1 latency ({settings.latency_calls} calls per runner)")
     latencies = latency(encoders, short_texts(0)[-settings.latency_calls:])
     quality = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from dataclasses import dataclass
 import logging
 import os
 import warnings
@@ -13,23 +14,45 @@ from typing import Any
 
 import numpy as np
 
-from .batching import DEFAULT_TOKEN_BUDGET, bucket_length, plan_batches
+from .batching import DEVICE_DEFAULTS, IndexArray, bucket_length, plan_batches, sort_windows
 from .errors import ArtifactError, DeviceError, InputError, InputTypeError, ModelNotFoundError, require
 from .manifest import MANIFEST_FILE, Manifest, Precision, Variant, load_manifest, safe_member, sha256_file
+from .pipeline import prefetch
 from .pooling import pool
 from .registry import find_spec, home_dir
 from .session import create_session, select_device
 from .similarity import FloatArray, l2_normalize
-from .tokenization import TextTokenizer
+from .tokenization import IdArray, TextTokenizer
 
 log = logging.getLogger("jina_onnx")
 
 PRECISIONS = ("auto", *(p.value for p in Precision))
+# Whether `pipeline=None` overlaps host and device work on CPU too. Measured on the 2-core dev machine
+# (benchmarks/pipeline.py): see the README's note; the producer thread competes with ONNX Runtime's threads.
+PIPELINE_ON_CPU = False
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TruncationWarning(UserWarning):
     """Some inputs were longer than the model maximum and were cut."""
+
+
+@dataclass(frozen=True)
+class _ChunkStart:
+    """Marks the start of a chunk in the stream of prepared batches."""
+
+    size: int  # texts in the chunk
+    truncated: int
+    repaired: int
+
+
+@dataclass(frozen=True)
+class _Batch:
+    """One batch, tokenized, padded and (with I/O binding) already copied to the device."""
+
+    rows: IndexArray | None  # positions in the chunk
+    feed: dict[str, Any]  # graph input name -> (batch, width) numpy array or OrtValue
+    attention_mask: IdArray  # (batch, width); for numpy pooling when the graph has no pooling head
 
 
 class EmbeddingModel:
@@ -38,6 +61,9 @@ class EmbeddingModel:
     Build it with `build_model`. One instance is safe to share between threads: every call
     tokenizes and binds its own buffers, and ONNX Runtime sessions allow concurrent `run`.
 
+    With `pipeline` on (the default on CUDA), a background thread tokenizes and pads the next batches
+    while the device runs the current one; outputs are the same as without it.
+
     Example:
         >>> model = build_model("jina-embedding-t-en-v1")  # doctest: +SKIP
         >>> model.encode(["how is the weather today"]).shape  # doctest: +SKIP
@@ -45,7 +71,7 @@ class EmbeddingModel:
     """
 
     def __init__(self, directory: Path, manifest: Manifest, variant: Variant, device: str, threads: int | None,
-                 device_id: int = 0, io_binding: bool | None = None):
+                 device_id: int = 0, io_binding: bool | None = None, pipeline: bool | None = None):
         self.directory = directory
         self.manifest = manifest
         self.precision = variant.precision.value
@@ -77,6 +103,11 @@ class EmbeddingModel:
         self._pooled_in_graph = self._output == "sentence_embedding"
         # On CUDA, bind the pooled output on the device so nothing else is copied back.
         self.io_binding = (device == "cuda") if io_binding is None else io_binding
+        self._ort: Any = require("onnxruntime", "cpu")
+        # Overlap host and device work where the host is the bottleneck; on CPU the producer thread
+        # competes with ONNX Runtime for the same cores (measured: see PIPELINE_ON_CPU).
+        self.pipeline = (device == "cuda" or PIPELINE_ON_CPU) if pipeline is None else bool(pipeline)
+        self.default_batch_size, self.default_token_budget = DEVICE_DEFAULTS[device]
 
     @property
     def name(self) -> str:
@@ -98,34 +129,41 @@ class EmbeddingModel:
         self,
         data: Sequence[str],
         *,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         max_length: int | None = None,
         show_progress: bool = False,
-        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        token_budget: int | None = None,
     ) -> FloatArray:
         """Embed texts; returns float32 of shape (len(data), dim) in the caller's order.
 
-        Texts are tokenized once, sorted by length and cut into batches of at most `batch_size`
-        texts and `token_budget` padded tokens, so short texts are never padded to long ones.
+        Texts are tokenized, sorted by length (in windows: `sort_windows`) and cut
+        into batches of at most `batch_size` texts and `token_budget` padded tokens, so short texts are
+        never padded to long ones.
 
         Args:
             data: the texts. An empty string is a valid text; an empty list gives shape (0, dim).
-            batch_size: at most this many texts per ONNX Runtime call.
+            batch_size: at most this many texts per ONNX Runtime call; None: 32 on CPU, 256 on CUDA.
             normalize: L2-normalize the rows. None follows the model (a Normalize module in the
                 checkpoint means yes; the four Jina v1 models have none).
             max_length: truncate at this many tokens (special tokens included); at most the model's.
             show_progress: draw a tqdm progress bar counting texts.
-            token_budget: at most this many tokens (batch x padded length) per call.
+            token_budget: at most this many tokens (batch x padded length) per call; None: 8,192 on CPU,
+                65,536 on CUDA.
 
         Example:
             >>> vectors = model.encode(["how is the weather today", "What is the current weather like today?"])  # doctest: +SKIP
         """
         texts = _check_texts(data)
-        limit = self._check_options(batch_size, max_length, token_budget)
+        batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
+        chunks = (texts[start:end] for start, end in sort_windows(len(texts), batch_size))
+        parts, truncated = [], 0
         with _progress(show_progress, len(texts), f"encode {self.name}") as bar:
-            out, truncated = self._encode_chunk(texts, batch_size, limit, token_budget, bar)
+            for out, cut in self._embed_chunks(chunks, batch_size, limit, token_budget, bar):
+                parts.append(out)
+                truncated += cut
         self._warn_truncated(truncated, len(texts), limit)
+        out = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
         return self._finish(out, normalize)
 
     def encode_iter(
@@ -133,11 +171,11 @@ class EmbeddingModel:
         texts: Iterable[str],
         *,
         chunk_size: int = 4096,
-        batch_size: int = 32,
+        batch_size: int | None = None,
         normalize: bool | None = None,
         max_length: int | None = None,
         show_progress: bool = False,
-        token_budget: int = DEFAULT_TOKEN_BUDGET,
+        token_budget: int | None = None,
     ) -> Iterator[FloatArray]:
         """Embed a stream of texts, yielding one (n <= chunk_size, dim) array per `chunk_size` texts.
 
@@ -153,15 +191,13 @@ class EmbeddingModel:
             raise InputTypeError(f"texts must be an iterable of strings, got {type(texts).__name__}")
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
             raise InputError(f"chunk_size={chunk_size!r} must be a positive integer")
-        limit = self._check_options(batch_size, max_length, token_budget)
+        batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
         total = len(texts) if isinstance(texts, Sized) else None
         seen = truncated = 0
-        iterator = iter(texts)
         with _progress(show_progress, total, f"encode {self.name}") as bar:
-            while chunk := list(itertools.islice(iterator, chunk_size)):
-                _check_texts(chunk, offset=seen)
-                out, cut = self._encode_chunk(chunk, batch_size, limit, token_budget, bar)
-                seen, truncated = seen + len(chunk), truncated + cut
+            for out, cut in self._embed_chunks(_checked_chunks(iter(texts), chunk_size), batch_size, limit,
+                                               token_budget, bar):
+                seen, truncated = seen + len(out), truncated + cut
                 yield self._finish(out, normalize)
         self._warn_truncated(truncated, seen, limit)
 
@@ -171,45 +207,62 @@ class EmbeddingModel:
         for batch in batch_sizes:
             for length in lengths:
                 length = min(length, self.max_length)
-                self._run([[self.manifest.tokenizer.pad_id + 1] * length] * batch)
+                self._infer(self._prepare([[self.manifest.tokenizer.pad_id + 1] * length] * batch))
 
-    def _check_options(self, batch_size: int, max_length: int | None, token_budget: int) -> int:
+    def _check_options(self, batch_size: int | None, max_length: int | None,
+                       token_budget: int | None) -> tuple[int, int, int]:
+        """(batch_size, max_length, token_budget), with None replaced by this device's defaults."""
+        batch_size = self.default_batch_size if batch_size is None else batch_size
+        token_budget = self.default_token_budget if token_budget is None else token_budget
         for name, value in (("batch_size", batch_size), ("token_budget", token_budget)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name}={value!r} must be a positive integer")
         if max_length is None:
-            return self.max_length
+            return batch_size, self.max_length, token_budget
         if not isinstance(max_length, int) or isinstance(max_length, bool) or not 1 < max_length <= self.max_length:
             raise InputError(
                 f"max_length={max_length!r} must be an integer from 2 to the model maximum {self.max_length}"
             )
-        return max_length
+        return batch_size, max_length, token_budget
 
-    def _encode_chunk(self, texts: list[str], batch_size: int, limit: int, token_budget: int,
-                      bar: Any) -> tuple[FloatArray, int]:
-        out = np.empty((len(texts), self.dim), dtype=np.float32)  # (n, dim)
-        if not texts:
-            return out, 0
-        tokens = self.tokenizer.tokenize(texts, limit)
-        if tokens.repaired:
-            warnings.warn(f"{tokens.repaired} of {len(texts)} inputs contained lone surrogates (invalid Unicode); "
-                          "they were replaced by U+FFFD before embedding", UnicodeWarning, stacklevel=4)
-        for rows in plan_batches(tokens.lengths, batch_size, token_budget, self.max_length):
-            out[rows] = self._run([tokens.ids[i] for i in rows])
-            if bar is not None:
-                bar.update(len(rows))
-        return out, tokens.truncated
+    def _embed_chunks(self, chunks: Iterator[list[str]], batch_size: int, limit: int, token_budget: int,
+                      bar: Any) -> Iterator[tuple[FloatArray, int]]:
+        """(embeddings, texts truncated) per chunk, in order. The host work runs one step ahead in a
+        background thread when `self.pipeline` is on; the device work is the same either way."""
+        stream = self._prepared(chunks, batch_size, limit, token_budget)
+        if self.pipeline:
+            stream = prefetch(stream, depth=2)  # at most 2 prepared batches wait beside the running one
+        out: FloatArray | None = None
+        truncated = filled = 0
+        try:
+            for item in stream:
+                if isinstance(item, _ChunkStart):
+                    out = np.empty((item.size, self.dim), dtype=np.float32)  # (n, dim)
+                    truncated, filled = item.truncated, 0
+                    if item.repaired:
+                        warnings.warn(f"{item.repaired} of {item.size} inputs contained lone surrogates (invalid "
+                                      "Unicode); they were replaced by U+FFFD before embedding", UnicodeWarning,
+                                      stacklevel=4)
+                    continue
+                out[item.rows] = self._infer(item)  # type: ignore[index]
+                filled += len(item.rows)  # type: ignore[arg-type]
+                if bar is not None:
+                    bar.update(len(item.rows))  # type: ignore[arg-type]
+                if filled == len(out):  # type: ignore[arg-type]
+                    yield out, truncated  # as soon as it is complete, not when the next chunk starts
+        finally:
+            stream.close()  # type: ignore[attr-defined]  # stops and joins the producer if we stop early
 
-    def _finish(self, out: FloatArray, normalize: bool | None) -> FloatArray:
-        return l2_normalize(out) if (normalize if normalize is not None else self.manifest.normalize) else out
+    def _prepared(self, chunks: Iterator[list[str]], batch_size: int, limit: int,
+                  token_budget: int) -> Iterator[_ChunkStart | _Batch]:
+        """The host side: per chunk a _ChunkStart, then its batches, longest first."""
+        for texts in chunks:
+            tokens = self.tokenizer.tokenize(texts, limit)
+            yield _ChunkStart(len(texts), tokens.truncated, tokens.repaired)
+            for rows in plan_batches(tokens.lengths, batch_size, token_budget, self.max_length):
+                yield self._prepare([tokens.ids[i] for i in rows], rows)
 
-    @staticmethod
-    def _warn_truncated(truncated: int, total: int, limit: int) -> None:
-        if truncated:
-            warnings.warn(f"{truncated} of {total} inputs were longer than {limit} tokens and were truncated",
-                          TruncationWarning, stacklevel=3)
-
-    def _run(self, ids: list[list[int]]) -> FloatArray:
+    def _prepare(self, ids: list[list[int]], rows: IndexArray | None = None) -> _Batch:
         # Buckets keep the number of distinct shapes small for batches; a lone text needs no padding at all,
         # and padding it costs batch-1 latency (+20% at p50 on short sentences, t fp32, measured).
         width = len(ids[0]) if len(ids) == 1 else bucket_length(max(len(x) for x in ids), self.max_length)
@@ -219,17 +272,34 @@ class EmbeddingModel:
             feed["token_type_ids"] = np.zeros_like(input_ids)
         feed = {name: feed[name] for name in self._input_names}
         if self.io_binding:
+            # Copied to the device here, in the producer thread when pipelined, so the copy overlaps
+            # the previous batch's compute; the consumer only binds.
+            feed = {name: self._ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id)
+                    for name, array in feed.items()}
+        return _Batch(rows, feed, attention_mask)
+
+    def _infer(self, batch: _Batch) -> FloatArray:
+        if self.io_binding:
             binding = self.session.io_binding()
-            for name, array in feed.items():
-                binding.bind_cpu_input(name, array)
+            for name, value in batch.feed.items():
+                binding.bind_ortvalue_input(name, value)
             binding.bind_output(self._output, self.device, self.device_id)
             self.session.run_with_iobinding(binding)
             (result,) = binding.copy_outputs_to_cpu()
         else:
-            (result,) = self.session.run([self._output], feed)
+            (result,) = self.session.run([self._output], batch.feed)
         if self._pooled_in_graph:
             return result  # (batch, dim)
-        return pool(result, attention_mask, self.manifest.pooling)  # (batch, seq, dim) -> (batch, dim)
+        return pool(result, batch.attention_mask, self.manifest.pooling)  # (batch, seq, dim) -> (batch, dim)
+
+    def _finish(self, out: FloatArray, normalize: bool | None) -> FloatArray:
+        return l2_normalize(out) if (normalize if normalize is not None else self.manifest.normalize) else out
+
+    @staticmethod
+    def _warn_truncated(truncated: int, total: int, limit: int) -> None:
+        if truncated:
+            warnings.warn(f"{truncated} of {total} inputs were longer than {limit} tokens and were truncated",
+                          TruncationWarning, stacklevel=3)
 
 
 def build_model(
@@ -241,6 +311,7 @@ def build_model(
     threads: int | None = None,
     device_id: int = 0,
     warmup: bool | None = None,
+    pipeline: bool | None = None,
 ) -> EmbeddingModel:
     """Load an exported model.
 
@@ -252,6 +323,8 @@ def build_model(
         threads: ONNX Runtime intra-op threads on CPU; None uses the physical cores.
         device_id: which GPU, with device="cuda" (or "auto" finding CUDA).
         warmup: run the common input shapes once before returning; None means yes on CUDA.
+        pipeline: prepare the next batches in a background thread while the device runs; None means
+            yes on CUDA (where the host was the bottleneck) and `PIPELINE_ON_CPU` on CPU.
 
     Example:
         >>> from jina_onnx import build_model, encode, cos_sim
@@ -269,7 +342,7 @@ def build_model(
     if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
         raise InputError(f"device_id={device_id!r} must be a non-negative integer")
     try:
-        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id)
+        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id, pipeline=pipeline)
     except DeviceError as e:
         if device != "auto":
             raise
@@ -277,7 +350,7 @@ def build_model(
         log.warning("jina-onnx: %s; falling back to CPU", e)
         resolved_device = "cpu"
         variant = choose_variant(manifest, precision, resolved_device)
-        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id)
+        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id, pipeline=pipeline)
     log.info("jina-onnx: %s runs %s on %s (%s)", manifest.name, variant.precision.value, resolved_device,
              model.onnx_path)
     if warmup if warmup is not None else resolved_device == "cuda":
@@ -289,11 +362,11 @@ def encode(
     model: EmbeddingModel,
     data: Sequence[str],
     *,
-    batch_size: int = 32,
+    batch_size: int | None = None,
     normalize: bool | None = None,
     max_length: int | None = None,
     show_progress: bool = False,
-    token_budget: int = DEFAULT_TOKEN_BUDGET,
+    token_budget: int | None = None,
 ) -> FloatArray:
     """Embed texts with `model`: the seed API, same as `model.encode(data, ...)`.
 
@@ -388,6 +461,13 @@ def _check_file(path: Path, expected_sha256: str) -> None:
             f"{path}: checksum mismatch (sha256 {actual[:12]}..., manifest says {expected_sha256[:12]}...); "
             "the file is corrupted or was replaced: re-export the model"
         )
+
+
+def _checked_chunks(texts: Iterator[object], chunk_size: int) -> Iterator[list[str]]:
+    seen = 0
+    while chunk := list(itertools.islice(texts, chunk_size)):
+        yield _check_texts(chunk, offset=seen)
+        seen += len(chunk)
 
 
 def _check_texts(data: object, offset: int = 0) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,10 +98,12 @@ class TextTokenizer:
 
     def pad(self, ids: list[list[int]], width: int | None = None) -> tuple[IdArray, IdArray]:
         """Right-pad to `width` (default: the longest sequence): (input_ids, attention_mask), (batch, width) int64."""
-        width = width if width is not None else max((len(x) for x in ids), default=0)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))  # (batch,)
+        width = width if width is not None else int(lengths.max(initial=0))
+        if len(ids) and lengths.max() > width:
+            raise ValueError(f"a sequence of {int(lengths.max())} tokens does not fit width {width}")
+        filled = np.arange(width) < lengths[:, None]  # (batch, width), row-major like the flat ids below
         input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
-        attention_mask = np.zeros((len(ids), width), dtype=np.int64)
-        for row, seq in enumerate(ids):
-            input_ids[row, : len(seq)] = seq
-            attention_mask[row, : len(seq)] = 1
-        return input_ids, attention_mask
+        # One vectorized scatter instead of a Python loop per row (it showed on CUDA, where the host is the limit).
+        input_ids[filled] = np.fromiter(itertools.chain.from_iterable(ids), dtype=np.int64, count=int(lengths.sum()))
+        return input_ids, filled.astype(np.int64)
