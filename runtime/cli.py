@@ -90,6 +90,28 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("directory", help="artifact directory, or a model name in $JINA_ONNX_HOME")
     verify.set_defaults(run=_verify)
 
+    serve = commands.add_parser("serve", help="OpenAI-compatible embeddings server (needs the `serve` extra)",
+                                description="Serve /v1/embeddings (OpenAI), /embed (TEI), /v1/models, /health and "
+                                            "/metrics, batching concurrent requests. SIGTERM finishes requests in "
+                                            "flight, then exits.")
+    serve.add_argument("--model", "-m", action="append", help="model name or artifact directory; repeat to serve "
+                       "several (default: jina-embedding-t-en-v1)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8"])
+    serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
+    serve.add_argument("--max-batch-tokens", type=int, default=None,
+                       help="tokens per inference batch (default: 8192 on CPU, 65536 on CUDA)")
+    serve.add_argument("--max-batch-wait-ms", type=float, default=0.0,
+                       help="how long an idle device waits for a batch to fill (default 0: run at once)")
+    serve.add_argument("--max-queue", type=int, default=256, help="waiting requests per model before 429 (256)")
+    serve.add_argument("--max-inputs-per-request", type=int, default=2048, help="texts per request (2048, as OpenAI)")
+    serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="request body size (8 MiB)")
+    serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: "
+                       "$JINA_ONNX_API_KEY; prefer the variable: arguments are visible to other users)")
+    serve.set_defaults(run=_serve)
+
     similarity = commands.add_parser("similarity", help="print the cosine similarity of two texts")
     _model_options(similarity)
     similarity.add_argument("text_a", help=f'e.g. "{SEED_A}"')
@@ -104,6 +126,28 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8"],
                         help="ONNX variant (auto: fp16 on CUDA; int8, else fp32-opt, else fp32 on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: ONNX Runtime's)")
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import os
+
+    from .errors import InputError
+
+    for option in ("port", "max_queue", "max_inputs_per_request", "max_request_bytes", "max_batch_tokens"):
+        value = getattr(args, option)
+        if value is not None and (value < (0 if option == "port" else 1) or value > (65535 if option == "port" else 1 << 40)):
+            raise InputError(f"--{option.replace('_', '-')}={value} is out of range")
+    if args.max_batch_wait_ms < 0:
+        raise InputError(f"--max-batch-wait-ms={args.max_batch_wait_ms} must be 0 or more")
+    from .server import Limits, serve
+
+    limits = Limits(max_batch_tokens=args.max_batch_tokens, max_batch_wait_ms=args.max_batch_wait_ms,
+                    max_queue=args.max_queue, max_inputs_per_request=args.max_inputs_per_request,
+                    max_request_bytes=args.max_request_bytes)
+    serve(args.model or ["jina-embedding-t-en-v1"], host=args.host, port=args.port, device=args.device,
+          precision=args.precision, threads=args.threads, limits=limits,
+          api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None)
+    return 0
 
 
 def _models(args: argparse.Namespace) -> int:

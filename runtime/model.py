@@ -201,6 +201,23 @@ class EmbeddingModel:
                 yield self._finish(out, normalize)
         self._warn_truncated(truncated, seen, limit)
 
+    def embed_token_ids(self, ids: list[list[int]], *, token_budget: int | None = None) -> FloatArray:
+        """Embed already tokenized texts (from `model.tokenizer.tokenize`), float32 (len(ids), dim), not
+        normalized, in the given order. For callers that batch by token counts themselves (the server):
+        the same length sorting, bucketing and budget as `encode`, without tokenizing twice.
+
+        Example:
+            >>> tokens = model.tokenizer.tokenize(["a text", "another one"])  # doctest: +SKIP
+            >>> model.embed_token_ids(tokens.ids).shape  # doctest: +SKIP
+            (2, 312)
+        """
+        budget = self.default_token_budget if token_budget is None else token_budget
+        out = np.empty((len(ids), self.dim), dtype=np.float32)  # (n, dim)
+        lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
+        for rows in plan_batches(lengths, len(ids) or 1, budget, self.max_length):
+            out[rows] = self._infer(self._prepare([ids[i] for i in rows], rows))
+        return out
+
     def warmup(self, batch_sizes: Sequence[int] = (1, 32), lengths: Sequence[int] = (16, 64, 128, 512)) -> None:
         """Run the common shapes once, so the first real calls don't pay for kernel selection and
         memory allocation (most visible on CUDA, where `build_model` calls this by default)."""

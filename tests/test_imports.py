@@ -6,7 +6,8 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "optimum", "sentence_transformers")
+HEAVY = ("torch", "transformers", "optimum", "sentence_transformers", "ray", "starlette", "fastapi", "uvicorn",
+         "prometheus_client", "pyarrow", "openvino")
 
 PROBE = """
 import json, sys

@@ -1,0 +1,343 @@
+"""`jina-onnx serve`: an OpenAI-compatible embeddings server with dynamic batching (the `serve` extra).
+
+Starlette + uvicorn: the smallest well-kept ASGI stack that gives streaming request bodies (so a body
+limit is enforced while reading, not after), lifespan hooks, and uvicorn's graceful SIGTERM (stop
+accepting, finish requests in flight, exit). Pydantic/FastAPI would add a validation layer whose error
+messages we would rewrite anyway. Metrics use prometheus-client.
+
+Endpoints: POST /v1/embeddings (OpenAI), POST /embed (TEI), GET /v1/models, GET /health, GET /metrics.
+
+Example:
+    $ jina-onnx serve -m jina-embedding-t-en-v1 --port 8080
+    >>> from openai import OpenAI  # doctest: +SKIP
+    >>> client = OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="unused")  # doctest: +SKIP
+    >>> client.embeddings.create(model="jina-embedding-t-en-v1", input=["a text"]).data[0].embedding  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import hmac
+import json
+import logging
+import signal
+import time
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Awaitable, Callable
+
+import numpy as np
+
+from .batcher import Batcher, Overloaded
+from .errors import InputError, require
+from .model import EmbeddingModel
+from .similarity import l2_normalize
+
+log = logging.getLogger("jina_onnx")
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client can make the server do; every field is a `jina-onnx serve` option."""
+
+    max_batch_tokens: int | None = None  # per batch; None: the device default (8,192 CPU, 65,536 CUDA)
+    max_batch_wait_ms: float = 0.0  # 0: an idle device runs at once (best latency); load still forms batches
+    max_queue: int = 256  # waiting requests per model, then 429: 4x the 64 concurrent clients tested
+    max_inputs_per_request: int = 2048  # OpenAI's own limit per embeddings request
+    max_request_bytes: int = 8 << 20  # 2,048 texts of 512 tokens are about 5 MB of JSON
+
+
+class ApiError(Exception):
+    """An error answered as JSON with a status code and a one-line message."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+class _ClientGone(Exception):
+    pass
+
+
+class Metrics:
+    """Prometheus metrics of one app (its own registry, so several apps in one process don't clash)."""
+
+    def __init__(self) -> None:
+        prometheus = require("prometheus_client", "serve")
+        self.registry = prometheus.CollectorRegistry()  # type: ignore[attr-defined]
+        self.requests = prometheus.Counter(  # type: ignore[attr-defined]
+            "jina_onnx_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=self.registry)
+        self.latency = prometheus.Histogram(  # type: ignore[attr-defined]
+            "jina_onnx_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30))
+        self.batch_texts = prometheus.Histogram(  # type: ignore[attr-defined]
+            "jina_onnx_batch_texts", "Texts per inference batch", ["model"], registry=self.registry,
+            buckets=tuple(2 ** i for i in range(13)))
+        self.batch_tokens = prometheus.Histogram(  # type: ignore[attr-defined]
+            "jina_onnx_batch_tokens", "Tokens per inference batch", ["model"], registry=self.registry,
+            buckets=tuple(2 ** i for i in range(4, 20)))
+        self.queue_depth = prometheus.Gauge(  # type: ignore[attr-defined]
+            "jina_onnx_queue_depth", "Requests waiting for a batch", ["model"], registry=self.registry)
+        self._render = prometheus.generate_latest  # type: ignore[attr-defined]
+
+    def render(self) -> bytes:
+        return self._render(self.registry)  # type: ignore[no-any-return]
+
+
+def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api_key: str | None = None) -> Any:
+    """The ASGI app serving `models` (name -> loaded model); batchers start with the app's lifespan.
+
+    Example:
+        >>> app = create_app({"jina-embedding-t-en-v1": build_model("jina-embedding-t-en-v1")})  # doctest: +SKIP
+        >>> uvicorn.run(app, host="127.0.0.1", port=8080)  # doctest: +SKIP
+    """
+    require("starlette", "serve")
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse, Response
+    from starlette.routing import Route
+
+    if not models:
+        raise InputError("no model to serve: pass at least one -m MODEL")
+    metrics = Metrics()
+    batchers: dict[str, Batcher] = {}
+    state = {"ready": False}
+
+    def batcher_for(name: str, model: EmbeddingModel) -> Batcher:
+        def on_batch(texts: int, tokens: int) -> None:
+            metrics.batch_texts.labels(name).observe(texts)
+            metrics.batch_tokens.labels(name).observe(tokens)
+
+        batcher = Batcher(model, max_batch_tokens=limits.max_batch_tokens or model.default_token_budget,
+                          max_batch_wait_ms=limits.max_batch_wait_ms, max_queue=limits.max_queue, on_batch=on_batch)
+        metrics.queue_depth.labels(name).set_function(lambda: batcher.depth)
+        return batcher
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        for name, model in models.items():
+            batchers[name] = batcher_for(name, model)
+            batchers[name].start()
+        state["ready"] = True
+        log.info("jina-onnx: serving %s", ", ".join(models))
+        yield
+        state["ready"] = False
+        for batcher in batchers.values():
+            await batcher.stop()
+
+    def endpoint(name: str, handler: Callable[[Request], Awaitable[Any]], public: bool = False) -> Callable:
+        async def wrapped(request: Request) -> Response:
+            start = time.perf_counter()
+            try:
+                if not public:
+                    _check_key(request, api_key)
+                response = await handler(request)
+            except ApiError as error:
+                response = JSONResponse({"error": {"message": str(error), "type": _error_type(error.status),
+                                                   "code": error.status}}, status_code=error.status,
+                                        headers=error.headers)
+            except _ClientGone:
+                response = Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+            except Exception as error:  # a bug: log it for the operator, give the client one line, no trace
+                log.exception("jina-onnx: %s failed", name)
+                response = JSONResponse({"error": {"message": f"internal error: {type(error).__name__}",
+                                                   "type": "server_error", "code": 500}}, status_code=500)
+            metrics.requests.labels(name, str(response.status_code)).inc()
+            metrics.latency.labels(name).observe(time.perf_counter() - start)
+            return response
+
+        return wrapped
+
+    def resolve(name: Any) -> str:
+        if name is None:
+            if len(models) > 1:
+                raise ApiError(400, f"'model' is required: this server has {', '.join(models)}")
+            return next(iter(models))
+        if not isinstance(name, str):
+            raise ApiError(400, f"'model' must be a string, got {_json_type(name)}")
+        if name not in models:
+            raise ApiError(404, f"model {name!r} is not served here; served: {', '.join(models)}")
+        return name
+
+    async def embed(request: Request, body: dict[str, Any], field: str, name: str) -> tuple[np.ndarray, int]:
+        texts = _texts(body.get(field), field)
+        if len(texts) > limits.max_inputs_per_request:
+            raise ApiError(413, f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request "
+                                "(--max-inputs-per-request); split the request")
+        truncate = body.get("truncate", True)
+        if not isinstance(truncate, bool):
+            raise ApiError(400, f"'truncate' must be true or false, got {_json_type(truncate)}")
+        model = models[name]
+        tokens = await asyncio.get_running_loop().run_in_executor(None, model.tokenizer.tokenize, texts)
+        if tokens.truncated and not truncate:
+            raise ApiError(413, f"{tokens.truncated} of {len(texts)} inputs are longer than the model's "
+                                f"{model.max_length} tokens; shorten them or send truncate=true")
+        try:
+            vectors = await _unless_disconnected(request, batchers[name].embed(tokens.ids))
+        except Overloaded as error:
+            raise ApiError(429, f"server busy: {error}; retry later", {"Retry-After": "1"}) from None
+        return vectors, int(tokens.lengths.sum())
+
+    async def openai_embeddings(request: Request) -> Response:
+        body = await _json_body(request, limits.max_request_bytes)
+        unknown = set(body) - {"input", "model", "encoding_format", "dimensions", "user", "truncate"}
+        if unknown:
+            raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
+        encoding = body.get("encoding_format", "float")
+        if encoding not in ("float", "base64"):
+            raise ApiError(400, f"encoding_format {encoding!r} is not supported: use 'float' or 'base64'")
+        name = resolve(body.get("model"))
+        dimensions = body.get("dimensions")
+        if dimensions is not None and not (type(dimensions) is int and dimensions == models[name].dim):
+            raise ApiError(400, f"dimensions={dimensions!r} is not supported: {name} returns {models[name].dim}")
+        vectors, tokens = await embed(request, body, "input", name)
+        if models[name].manifest.normalize:
+            vectors = l2_normalize(vectors)
+        data = [{"object": "embedding", "index": i,
+                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if encoding == "base64"
+                 else v.tolist()} for i, v in enumerate(vectors)]
+        return JSONResponse({"object": "list", "data": data, "model": name,
+                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+
+    async def tei_embed(request: Request) -> Response:
+        body = await _json_body(request, limits.max_request_bytes)
+        unknown = set(body) - {"inputs", "normalize", "truncate", "model", "truncation_direction", "prompt_name"}
+        if unknown:
+            raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
+        if body.get("prompt_name") is not None or body.get("truncation_direction", "right") not in ("right", "Right"):
+            raise ApiError(400, "prompt_name and left truncation are not supported")
+        normalize = body.get("normalize", True)  # TEI's default
+        if not isinstance(normalize, bool):
+            raise ApiError(400, f"'normalize' must be true or false, got {_json_type(normalize)}")
+        vectors, _ = await embed(request, body, "inputs", resolve(body.get("model")))
+        return JSONResponse((l2_normalize(vectors) if normalize else vectors).tolist())
+
+    async def list_models(request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [
+            {"id": name, "object": "model", "created": 0, "owned_by": "jina-onnx", "dim": m.dim,
+             "max_length": m.max_length, "precision": m.precision, "device": m.device} for name, m in models.items()]})
+
+    async def health(request: Request) -> Response:
+        if not state["ready"]:
+            raise ApiError(503, "loading")
+        return JSONResponse({"status": "ok", "models": list(models)})
+
+    async def prometheus(request: Request) -> Response:
+        return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    routes = [
+        Route("/v1/embeddings", endpoint("/v1/embeddings", openai_embeddings), methods=["POST"]),
+        Route("/embed", endpoint("/embed", tei_embed), methods=["POST"]),
+        Route("/v1/models", endpoint("/v1/models", list_models), methods=["GET"]),
+        Route("/health", endpoint("/health", health, public=True), methods=["GET"]),
+        Route("/metrics", endpoint("/metrics", prometheus, public=True), methods=["GET"]),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)
+
+
+def _check_key(request: Any, api_key: str | None) -> None:
+    if api_key is None:
+        return
+    given = request.headers.get("authorization", "")
+    scheme, _, token = given.partition(" ")
+    # Constant-time comparison, so response timing does not reveal how much of a guess was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
+        raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                       {"WWW-Authenticate": "Bearer"})
+
+
+async def _json_body(request: Any, limit: int) -> dict[str, Any]:
+    """The body as a JSON object, read with the size limit enforced as it streams in."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"request body of {int(declared)} bytes is over the limit of {limit} (--max-request-bytes)")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"request body is over the limit of {limit} bytes (--max-request-bytes)")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ApiError(400, f"request body is not valid UTF-8 (byte {error.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ApiError(400, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"the body must be a JSON object, got {_json_type(data)}")
+    return data
+
+
+def _texts(value: Any, field: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if value is None:
+        raise ApiError(400, f"'{field}' is required: a string or a list of strings")
+    if not isinstance(value, list):
+        raise ApiError(400, f"'{field}' must be a string or a list of strings, got {_json_type(value)}")
+    if not value:
+        raise ApiError(400, f"'{field}' is an empty list; send at least one text")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            if isinstance(item, (int, list)) and not isinstance(item, bool):
+                raise ApiError(400, f"token-id inputs are not supported ({field}[{index}] is {_json_type(item)}): "
+                                    "send text")
+            raise ApiError(400, f"{field}[{index}] is {_json_type(item)}, not a string")
+    return value
+
+
+async def _unless_disconnected(request: Any, work: Awaitable[Any]) -> Any:
+    """Await `work`, cancelling it (so it leaves the batch queue) if the client disconnects first."""
+    task = asyncio.ensure_future(work)
+
+    async def disconnected() -> None:
+        while (await request.receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(disconnected())
+    try:
+        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+    if task in done:
+        return task.result()
+    task.cancel()
+    raise _ClientGone()
+
+
+def _json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def _error_type(status: int) -> str:
+    return {401: "authentication_error", 404: "not_found_error", 413: "request_too_large",
+            429: "rate_limit_error", 503: "unavailable"}.get(status, "invalid_request_error")
+
+
+def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, device: str = "auto",
+          precision: str = "auto", threads: int | None = None, limits: Limits = Limits(),
+          api_key: str | None = None) -> None:
+    """Load and warm every model, then serve until SIGTERM/SIGINT (in-flight requests finish first)."""
+    uvicorn = require("uvicorn", "serve")
+    from .model import build_model
+
+    loaded: dict[str, EmbeddingModel] = {}
+    for ref in models:
+        model = build_model(ref, device=device, precision=precision, threads=threads, warmup=True)
+        if model.name in loaded:
+            raise InputError(f"two -m arguments load the same model name {model.name!r}")
+        loaded[model.name] = model
+    app = create_app(loaded, limits, api_key)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("jina-onnx: listening on %s: reachable from other machines%s", host,
+                    "" if api_key else " with no API key (--api-key or JINA_ONNX_API_KEY)")
+    # uvicorn handles SIGTERM/SIGINT while serving (stop accepting, finish requests in flight), then restores
+    # the previous handler and raises the signal again. With Python's default handler that ends the process
+    # with -15 after a clean shutdown; this one lets `serve` return, so the exit status is 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30,  # type: ignore[attr-defined]
+                limit_concurrency=None, access_log=False)

@@ -1,0 +1,277 @@
+"""`jina-onnx serve` over real HTTP on loopback: OpenAI and TEI APIs, batching, limits, safety, SIGTERM.
+
+Every server runs in a subprocess on 127.0.0.1 with a free port, is bounded in requests and time, and is
+stopped by the test (SIGTERM, then SIGKILL after 30 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import numpy as np
+import pytest
+
+from jina_onnx import build_model
+from jina_onnx.batcher import Batcher, Overloaded
+
+from benchmarks.sts import load_sts
+
+T_NAME, S_NAME = "jina-embedding-t-en-v1", "jina-embedding-s-en-v1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "jina_onnx", "-q", "serve", "--port", str(port), "--device", "cpu",
+                             *args], env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            if proc.poll() is not None:
+                raise AssertionError(f"server exited: {proc.stderr.read()}")  # type: ignore[union-attr]
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "server did not become healthy in 90 s"
+            time.sleep(0.2)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def mixed(count: int, seed: int) -> list[str]:
+    sentences = load_sts()[1]
+    rng = random.Random(seed)
+    return [" ".join(rng.choice(sentences) for _ in range(rng.choice([1, 1, 1, 2, 6]))) for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def served(artifact) -> Iterator[tuple[str, dict]]:  # type: ignore[no-untyped-def]
+    """A server of t and s (fp32) and the same models in-process, for comparison."""
+    models = {T_NAME: build_model(artifact("t"), device="cpu", precision="fp32"),
+              S_NAME: build_model(artifact("s"), device="cpu", precision="fp32")}
+    with server("-m", str(artifact("t")), "-m", str(artifact("s")), "--precision", "fp32") as (url, _):
+        yield url, models
+
+
+def test_openai_client_and_httpx_equal_encode(served) -> None:
+    import openai
+
+    url, models = served
+    texts = mixed(20, 0) + ["", "Ünïcödé 日本語 😀"]
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0)
+    expected = models[T_NAME].encode(texts)
+    for encoding in (None, "float", "base64"):  # None: the client asks for base64 and decodes it itself
+        options = {"encoding_format": encoding} if encoding else {}
+        result = client.embeddings.create(model=T_NAME, input=texts, **options)  # type: ignore[arg-type]
+        got = np.array([np.frombuffer(base64.b64decode(d.embedding), "<f4") if encoding == "base64" else d.embedding
+                        for d in result.data], dtype=np.float32)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        assert [d.index for d in result.data] == list(range(len(texts))) and result.model == T_NAME
+        assert result.usage.prompt_tokens == result.usage.total_tokens == int(
+            models[T_NAME].tokenizer.tokenize(texts).lengths.sum())
+    one = httpx.post(f"{url}/v1/embeddings", json={"model": S_NAME, "input": texts[0]}).json()
+    np.testing.assert_allclose(one["data"][0]["embedding"], models[S_NAME].encode(texts[:1])[0], atol=1e-6)
+    tei = httpx.post(f"{url}/embed", json={"model": S_NAME, "inputs": texts, "normalize": False})
+    np.testing.assert_allclose(np.array(tei.json()), models[S_NAME].encode(texts), atol=1e-6)
+    tei_normalized = np.array(httpx.post(f"{url}/embed", json={"model": S_NAME, "inputs": texts[:3]}).json())
+    np.testing.assert_allclose(np.linalg.norm(tei_normalized, axis=1), 1.0, atol=1e-6)  # TEI's default
+    listed = httpx.get(f"{url}/v1/models").json()
+    assert [m["id"] for m in listed["data"]] == [T_NAME, S_NAME]
+    missing = httpx.post(f"{url}/v1/embeddings", json={"model": "nope", "input": "x"})
+    assert missing.status_code == 404 and T_NAME in missing.json()["error"]["message"]
+    assert httpx.post(f"{url}/v1/embeddings", json={"input": "x"}).status_code == 400  # two models: name one
+
+
+def test_64_concurrent_clients_get_their_own_rows(served) -> None:
+    url, models = served
+    jobs = [mixed(random.Random(i).randint(1, 6), seed=100 + i) for i in range(64)]
+    expected = [models[T_NAME].encode(texts) for texts in jobs]
+
+    async def client(index: int, http: httpx.AsyncClient) -> list[np.ndarray]:
+        out = []
+        for _ in range(3):
+            response = await http.post(f"{url}/v1/embeddings", json={"model": T_NAME, "input": jobs[index]})
+            assert response.status_code == 200, response.text
+            out.append(np.array([d["embedding"] for d in response.json()["data"]], dtype=np.float32))
+        return out
+
+    async def main() -> list[list[np.ndarray]]:
+        limits = httpx.Limits(max_connections=64)
+        async with httpx.AsyncClient(timeout=120, limits=limits) as http:
+            return await asyncio.gather(*(client(i, http) for i in range(64)))
+
+    results = asyncio.run(main())
+    for index, rounds in enumerate(results):
+        for got in rounds:
+            np.testing.assert_allclose(got, expected[index], atol=1e-5)  # crosstalk would be off by ~1
+    metrics = httpx.get(f"{url}/metrics").text
+    count = float(next(line.split()[-1] for line in metrics.splitlines()
+                       if line.startswith(f'jina_onnx_batch_texts_count{{model="{T_NAME}"}}')))
+    total = float(next(line.split()[-1] for line in metrics.splitlines()
+                       if line.startswith(f'jina_onnx_batch_texts_sum{{model="{T_NAME}"}}')))
+    assert total / count > 1.5, "concurrent requests were not batched together"
+    assert 'jina_onnx_requests_total{endpoint="/v1/embeddings",status="200"}' in metrics
+    assert "jina_onnx_request_seconds_bucket" in metrics and "jina_onnx_queue_depth" in metrics
+
+
+def test_overload_answers_429_then_recovers(artifact) -> None:
+    long_texts = [" ".join(load_sts()[0][i : i + 12]) for i in range(0, 48 * 12, 12)]
+
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=40)) as http:
+            return await asyncio.gather(*(http.post(f"{url}/embed", json={"inputs": long_texts})
+                                          for _ in range(40)))
+
+    with server("-m", str(artifact("t")), "--precision", "fp32", "--max-queue", "1") as (url, _):
+        statuses = [r.status_code for r in asyncio.run(burst(url))]
+        assert 429 in statuses and 200 in statuses and set(statuses) <= {200, 429}
+        refused = next(r for r in asyncio.run(burst(url)) if r.status_code == 429)
+        assert refused.headers["retry-after"] == "1" and "--max-queue 1" in refused.json()["error"]["message"]
+        assert httpx.post(f"{url}/embed", json={"inputs": ["calm again"]}).status_code == 200
+
+
+def test_bad_requests_get_one_line_4xx(artifact) -> None:
+    args = ("-m", str(artifact("t")), "--precision", "fp32", "--max-inputs-per-request", "8",
+            "--max-request-bytes", "20000")
+    with server(*args, env={"JINA_ONNX_API_KEY": "s3cret"}) as (url, _):
+        auth = {"Authorization": "Bearer s3cret"}
+        post = lambda body, **kw: httpx.post(f"{url}/v1/embeddings", content=body,  # noqa: E731
+                                             headers={**auth, **kw.pop("headers", {})}, **kw)
+        cases = [
+            (post(b"{not json"), 400, "malformed JSON"),
+            (post(b"[1, 2]"), 400, "must be a JSON object"),
+            (post(b'{"input": "caf\xe9"}'), 400, "not valid UTF-8"),
+            (post(json.dumps({"input": 42})), 400, "must be a string or a list"),
+            (post(json.dumps({"input": ["ok", None]})), 400, "input[1] is null"),
+            (post(json.dumps({"input": []})), 400, "empty list"),
+            (post(json.dumps({"input": [101, 2023, 102]})), 400, "token-id inputs are not supported"),
+            (post(json.dumps({"input": [[101, 2023]]})), 400, "token-id inputs are not supported"),
+            (post(json.dumps({"input": "x", "dimensions": 64})), 400, "dimensions=64 is not supported"),
+            (post(json.dumps({"input": "x", "encoding_format": "int8"})), 400, "encoding_format"),
+            (post(json.dumps({"input": "x", "temperature": 1})), 400, "unsupported field(s): temperature"),
+            (post(json.dumps({"input": ["x"] * 9})), 413, "over the limit of 8 per request"),
+            (post(json.dumps({"input": "x" * 30000})), 413, "--max-request-bytes"),
+            (post(json.dumps({"input": "word " * 600, "truncate": False})), 413, "longer than the model's 512"),
+            (httpx.post(f"{url}/v1/embeddings", json={"input": "x"}), 401, "API key"),
+            (httpx.post(f"{url}/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer s3cre"}),
+             401, "API key"),
+            (httpx.post(f"{url}/embed", json={"inputs": "x", "normalize": "yes"}, headers=auth), 400, "'normalize'"),
+        ]
+        for response, status, fragment in cases:
+            assert response.status_code == status, (fragment, response.text)
+            message = response.json()["error"]["message"]
+            assert fragment in message and "\n" not in message and "Traceback" not in response.text
+        chunked = httpx.post(f"{url}/v1/embeddings", content=iter([b'{"input": "', b"y" * 25000, b'"}']), headers=auth)
+        assert chunked.status_code == 413  # no Content-Length: the limit holds while the body streams in
+        assert post(json.dumps({"input": "word " * 600})).status_code == 200  # truncated by default
+        assert post(json.dumps({"input": "x", "dimensions": 312})).status_code == 200  # the model's own width
+        assert httpx.get(f"{url}/health").status_code == 200  # health and metrics need no key
+        assert httpx.get(f"{url}/v1/models").status_code == 401
+
+
+def test_sigterm_finishes_requests_in_flight(artifact) -> None:
+    texts = mixed(600, 7)
+    with server("-m", str(artifact("s")), "--precision", "fp32") as (url, proc):
+        result: dict[str, httpx.Response] = {}
+        sender = threading.Thread(target=lambda: result.setdefault(
+            "response", httpx.post(f"{url}/embed", json={"inputs": texts[:200]}, timeout=120)))
+        sender.start()
+        time.sleep(0.5)  # the request is being embedded
+        proc.send_signal(signal.SIGTERM)
+        sender.join(timeout=120)
+        assert proc.wait(timeout=60) == 0
+        response = result["response"]
+        assert response.status_code == 200 and len(response.json()) == 200
+        with pytest.raises(httpx.TransportError):
+            httpx.post(f"{url}/embed", json={"inputs": ["after"]}, timeout=2)
+
+
+class SlowModel:
+    """Stands in for EmbeddingModel: records each batch, takes 50 ms, returns each text's first id."""
+
+    name, dim, default_token_budget = "slow", 1, 100
+
+    def __init__(self) -> None:
+        self.batches: list[list[list[int]]] = []
+
+    def embed_token_ids(self, ids: list[list[int]], *, token_budget: int | None = None) -> np.ndarray:
+        self.batches.append(ids)
+        time.sleep(0.05)
+        return np.array([[seq[0]] for seq in ids], dtype=np.float32)
+
+
+def test_batcher_budget_no_starvation_cancellation_and_queue_limit() -> None:
+    model = SlowModel()
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_tokens=100, max_queue=3)  # type: ignore[arg-type]
+        batcher.start()
+        first = asyncio.ensure_future(batcher.embed([[1] * 10]))
+        await asyncio.sleep(0.01)  # running now; the next ones queue
+        huge = asyncio.ensure_future(batcher.embed([[2] * 300]))  # alone over the budget: still runs
+        gone = asyncio.ensure_future(batcher.embed([[3] * 10]))
+        small = asyncio.ensure_future(batcher.embed([[4] * 10, [5] * 10]))
+        await asyncio.sleep(0.01)
+        with pytest.raises(Overloaded):
+            await batcher.embed([[6]])
+        gone.cancel()  # the client went away while queued
+        assert (await first).tolist() == [[1.0]]
+        assert (await huge).tolist() == [[2.0]]
+        assert (await small).tolist() == [[4.0], [5.0]]
+        await batcher.stop()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    firsts = [[seq[0] for seq in batch] for batch in model.batches]
+    assert firsts == [[1], [2], [4, 5]]  # 300 tokens ran alone, the cancelled request never ran
+
+
+def test_serve_help_loads_no_server_stack() -> None:
+    code = ("import sys; from jina_onnx.cli import main\ntry: main(['serve', '--help'])\nexcept SystemExit: pass\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'prometheus_client')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "--max-batch-tokens" in out and out.strip().endswith("[]")
+
+
+def test_serve_refuses_bad_limits(capsys) -> None:
+    from jina_onnx.cli import main
+
+    assert main(["serve", "--max-queue", "0"]) == 1
+    assert "--max-queue=0 is out of range" in capsys.readouterr().err
+
+
+def test_readme_serve_section_names_real_options() -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for option in ("--max-batch-tokens", "--max-batch-wait-ms", "--max-queue", "--max-inputs-per-request",
+                   "--max-request-bytes", "--api-key", "JINA_ONNX_API_KEY", 'pip install "jina-onnx[serve'):
+        assert option in readme
