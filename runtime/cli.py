@@ -90,6 +90,31 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("directory", help="artifact directory, or a model name in $JINA_ONNX_HOME")
     verify.set_defaults(run=_verify)
 
+    embed = commands.add_parser("embed", help="embed a corpus file to file: Parquet, JSON Lines or text in, Parquet "
+                                "out; resumable; --ray runs it on Ray Data", description="Embed every text of INPUT "
+                                "(a file, directory or glob of .parquet/.jsonl/.txt) into OUTPUT (one Parquet file per "
+                                "input file, then _manifest.json). A rerun skips finished files.")
+    embed.add_argument("input", help="file, directory or glob (quote it) of .parquet, .jsonl or .txt files")
+    embed.add_argument("output", help="output directory")
+    embed.add_argument("--model", "-m", default="jina-embedding-t-en-v1", help="model name or artifact directory")
+    embed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    embed.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8"])
+    embed.add_argument("--threads", type=int, default=None, help="CPU threads (per worker with --ray)")
+    embed.add_argument("--batch-size", type=int, default=None, help="texts per ONNX Runtime call (device default)")
+    embed.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
+                       help="L2-normalize (default: as the model declares)")
+    embed.add_argument("--text-column", default="text", help="the text field of Parquet / JSON Lines rows (text)")
+    embed.add_argument("--id-column", default=None, help="an id field to keep (default: FILE:ROW, 0-based)")
+    embed.add_argument("--keep-text", action="store_true", help="also write the text next to its embedding")
+    embed.add_argument("--on-bad-row", default="stop", choices=["stop", "skip"],
+                       help="a null, non-string or non-UTF-8 row stops the job (stop) or goes to _rejected.jsonl")
+    embed.add_argument("--overwrite", action="store_true", help="redo finished shards instead of skipping them")
+    embed.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                       help="run on Ray Data: no ADDRESS starts a local Ray, 'auto' joins the running cluster")
+    embed.add_argument("--workers", type=int, default=1, help="with --ray: embedding actors (model copies)")
+    embed.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --ray: CPUs Ray reserves per actor")
+    embed.set_defaults(run=_embed)
+
     serve = commands.add_parser("serve", help="OpenAI-compatible embeddings server (needs the `serve` extra)",
                                 description="Serve /v1/embeddings (OpenAI), /embed (TEI), /v1/models, /health and "
                                             "/metrics, batching concurrent requests. SIGTERM finishes requests in "
@@ -126,6 +151,35 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8"],
                         help="ONNX variant (auto: fp16 on CUDA; int8, else fp32-opt, else fp32 on CPU)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: ONNX Runtime's)")
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from .errors import InputError
+
+    for option in ("workers", "batch_size", "threads"):
+        value = getattr(args, option)
+        if value is not None and value < 1:
+            raise InputError(f"--{option.replace('_', '-')}={value} must be a positive integer")
+    if args.cpus_per_worker <= 0:
+        raise InputError(f"--cpus-per-worker={args.cpus_per_worker} must be positive")
+    options = {"precision": args.precision, "batch_size": args.batch_size, "normalize": args.normalize,
+               "text_column": args.text_column, "id_column": args.id_column, "keep_text": args.keep_text,
+               "on_bad_row": args.on_bad_row, "overwrite": args.overwrite}
+    if args.ray is not None:
+        from .ray import run_corpus_job
+
+        device = "cuda" if args.device == "cuda" else "cpu"
+        manifest = run_corpus_job(args.input, args.output, address=None if args.ray == "local" else args.ray,
+                                  model=args.model, device=device, workers=args.workers,
+                                  cpus_per_worker=args.cpus_per_worker, threads=args.threads, **options)
+    else:
+        from .corpus import embed_files
+
+        manifest = embed_files(args.input, args.output, model=args.model, device=args.device, threads=args.threads,
+                               show_progress=not args.quiet, **options)
+    print(f"{manifest['rows']} texts embedded into {args.output} ({manifest['rejected']} rejected, "
+          f"{manifest['seconds']:.1f} s this run)")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

@@ -1,0 +1,259 @@
+"""`jina-onnx embed`: the local corpus job and its Ray runner, against in-process `encode`.
+
+Ray runs locally (`ray.init(num_cpus=2, include_dashboard=False)`), once for the module, and is shut down
+at the end; every Ray job here is bounded by the corpus size and a thread timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from jina_onnx import build_model
+from jina_onnx.corpus import MANIFEST, REJECTED, CorpusError, embed_files
+
+from benchmarks.sts import load_sts
+
+
+def texts_for(count: int, seed: int) -> list[str]:
+    """Mixed lengths: mostly STS sentences, some 100-400-word passages, a few empty or non-ASCII."""
+    sentences = load_sts()[0] + load_sts()[1]
+    rng = random.Random(seed)
+    out = []
+    for i in range(count):
+        if i % 50 == 7:
+            out.append(" ".join(rng.choice(sentences) for _ in range(rng.randint(10, 40))))
+        elif i % 500 == 3:
+            out.append(rng.choice(["", "Ünïcödé façade 日本語 😀"]))
+        else:
+            out.append(rng.choice(sentences))
+    return out
+
+
+def write_corpus(directory: Path, shards: dict[str, list[str]]) -> Path:
+    """One file per shard; the suffix says the format (.txt, .jsonl, .parquet)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, texts in shards.items():
+        path = directory / name
+        if name.endswith(".txt"):
+            path.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
+        elif name.endswith(".jsonl"):
+            path.write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(texts)),
+                            encoding="utf-8")
+        else:
+            pq.write_table(pa.table({"text": texts, "n": list(range(len(texts)))}), path, row_group_size=1000)
+    return directory
+
+
+def read_output(directory: Path) -> dict[str, np.ndarray]:
+    table = pq.read_table(directory)
+    ids = table["id"].to_pylist()
+    assert len(ids) == len(set(ids)), "an id was written twice"
+    vectors = table["embedding"].combine_chunks().flatten().to_numpy().reshape(len(ids), -1)
+    return dict(zip(ids, vectors))
+
+
+def expected_ids(shards: dict[str, list[str]]) -> dict[str, str]:
+    return {f"{name}:{row}": text for name, texts in shards.items() for row, text in enumerate(texts)}
+
+
+@pytest.fixture(scope="module")
+def local_ray():  # type: ignore[no-untyped-def]
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def big_corpus(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:  # type: ignore[no-untyped-def]
+    shards = {f"part-{i}.{fmt}": texts_for(2500, seed=i) for i, fmt in
+              enumerate(["txt", "jsonl", "parquet", "txt", "jsonl", "parquet", "txt", "parquet"])}
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "in", shards), shards
+
+
+def test_local_and_ray_jobs_equal_encode(big_corpus, artifact, local_ray, tmp_path: Path) -> None:
+    source, shards = big_corpus
+    truth = expected_ids(shards)
+    assert len(truth) == 20_000
+    model = build_model(artifact("t"), device="cpu", precision="fp32")
+    manifest = embed_files(source, tmp_path / "local", model=model)
+    assert manifest["rows"] == 20_000 and manifest["rejected"] == 0 and len(manifest["shards"]) == 8
+    assert json.loads((tmp_path / "local" / MANIFEST).read_text())["rows"] == 20_000
+    assert manifest["dim"] == 312 and manifest["artifact_sha256"] == model.manifest.variants[
+        next(iter(p for p in model.manifest.variants if p.value == "fp32"))].sha256
+    local = read_output(tmp_path / "local")
+    assert set(local) == set(truth)  # every id, exactly once
+    ids = sorted(truth)
+    reference = model.encode([truth[i] for i in ids])
+    np.testing.assert_allclose(np.stack([local[i] for i in ids]), reference, atol=1e-6)
+    assert sorted(p.name for p in (tmp_path / "local").iterdir()) == sorted(
+        [f"{name}.parquet" for name in shards] + [MANIFEST])  # no temporary file left, no _rejected.jsonl
+
+    from jina_onnx.ray import run_corpus_job
+
+    ray_manifest = run_corpus_job(str(source), str(tmp_path / "ray"), address=None, model=str(artifact("t")),
+                                  precision="fp32", workers=2, cpus_per_worker=0.5, threads=1)
+    assert ray_manifest["rows"] == 20_000 and ray_manifest["runner"] == "ray (2 workers)"
+    remote = read_output(tmp_path / "ray")
+    assert set(remote) == set(truth)
+    np.testing.assert_allclose(np.stack([remote[i] for i in ids]), reference, atol=1e-6)
+    assert pq.read_schema(next((tmp_path / "ray").glob("*.parquet"))).field("embedding").type == \
+        pq.read_schema(next((tmp_path / "local").glob("*.parquet"))).field("embedding").type
+
+
+def test_embed_dataset_composes_with_ray_readers(artifact, local_ray, tmp_path: Path) -> None:
+    from jina_onnx.ray import embed_dataset
+
+    texts = texts_for(300, seed=9)
+    pq.write_table(pa.table({"text": texts}), tmp_path / "in.parquet")
+    ds = embed_dataset(local_ray.data.read_parquet(str(tmp_path / "in.parquet")), model=str(artifact("t")),
+                       precision="fp32", workers=1, cpus_per_worker=0.5, ship="path")
+    table = ds.to_arrow_refs() and pa.concat_tables(local_ray.get(ds.to_arrow_refs()))
+    got = table["embedding"].combine_chunks().flatten().to_numpy().reshape(len(texts), -1)
+    expected = build_model(artifact("t"), device="cpu", precision="fp32").encode(table["text"].to_pylist())
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_resume_after_sigkill_gives_the_same_output(artifact, tmp_path: Path) -> None:
+    shards = {f"s{i}.{fmt}": texts_for(1500, seed=20 + i) for i, fmt in enumerate(["txt", "jsonl", "parquet"] * 2)}
+    source = write_corpus(tmp_path / "in", shards)
+    command = [sys.executable, "-m", "jina_onnx", "-q", "embed", str(source), str(tmp_path / "out"), "-m",
+               str(artifact("t")), "--precision", "fp32", "--device", "cpu"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((tmp_path / "out").glob("*.parquet")):  # the first shard is complete...
+        assert proc.poll() is None and time.monotonic() < deadline, "the job ended before it could be killed"
+        time.sleep(0.05)
+    time.sleep(0.3)  # ...and the next one is half written
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done = sorted(p.name for p in (tmp_path / "out").glob("*.parquet"))
+    assert 0 < len(done) < len(shards) and not (tmp_path / "out" / MANIFEST).exists()
+    assert list((tmp_path / "out").glob(".*.tmp-*")), "expected the killed shard's temporary file"
+    first = {name: (tmp_path / "out" / name).stat().st_mtime_ns for name in done}
+    subprocess.run(command, check=True, capture_output=True, timeout=300)
+    for name, mtime in first.items():
+        assert (tmp_path / "out" / name).stat().st_mtime_ns == mtime  # finished shards were skipped
+    assert not list((tmp_path / "out").glob(".*.tmp-*"))
+    subprocess.run(command[:6] + [str(tmp_path / "clean")] + command[7:], check=True, capture_output=True, timeout=300)
+    resumed, clean = read_output(tmp_path / "out"), read_output(tmp_path / "clean")
+    assert set(resumed) == set(clean) == set(expected_ids(shards))
+    for key, vector in clean.items():
+        assert np.array_equal(resumed[key], vector)
+    manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
+    assert manifest["rows"] == 9000 and sum(1 for s in manifest["shards"].values() if s.get("resumed")) == len(done)
+
+
+def test_a_killed_ray_worker_changes_nothing(artifact, local_ray, tmp_path: Path) -> None:
+    import psutil
+
+    from jina_onnx.ray import run_corpus_job
+
+    shards = {f"k{i}.txt": texts_for(3000, seed=40 + i) for i in range(4)}
+    source = write_corpus(tmp_path / "in", shards)
+    killed: list[int] = []
+
+    def kill_one_embedder() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            for proc in psutil.process_iter(["pid", "cmdline"]):
+                if "_Embedder" in " ".join(proc.info["cmdline"] or []) and time.time() - proc.create_time() > 3:
+                    os.kill(proc.info["pid"], signal.SIGKILL)  # mid-job: it has been embedding for 3 s
+                    killed.append(proc.info["pid"])
+                    return
+            time.sleep(0.1)
+
+    killer = threading.Thread(target=kill_one_embedder, daemon=True)
+    killer.start()
+    manifest = run_corpus_job(str(source), str(tmp_path / "out"), address=None, model=str(artifact("t")),
+                              precision="fp32", workers=2, cpus_per_worker=0.5, threads=1)
+    killer.join(timeout=5)
+    assert killed, "no embedding actor was killed: the job finished too soon to test anything"
+    out = read_output(tmp_path / "out")
+    truth = expected_ids(shards)
+    assert set(out) == set(truth) and manifest["rows"] == len(truth)
+    ids = sorted(truth)[::97]
+    reference = build_model(artifact("t"), device="cpu", precision="fp32").encode([truth[i] for i in ids])
+    np.testing.assert_allclose(np.stack([out[i] for i in ids]), reference, atol=1e-6)
+
+
+@pytest.fixture
+def bad_corpus(tmp_path: Path) -> Path:
+    directory = tmp_path / "bad"
+    directory.mkdir()
+    (directory / "a.txt").write_bytes(b"fine\nalso fine\ncaf\xe9 latin-1\nlast\n")
+    (directory / "b.jsonl").write_text('{"text": "ok"}\n{"text": 42}\n{"text": null}\n{broken\n{"other": "x"}\n'
+                                       '{"text": "ok too"}\n')
+    pq.write_table(pa.table({"text": ["a", None, "c"]}), directory / "c.parquet")
+    return directory
+
+
+def test_bad_rows_stop_the_job_by_default(bad_corpus: Path, artifact, tmp_path: Path) -> None:
+    with pytest.raises(CorpusError, match=r"a\.txt: row 2 \(id a\.txt:2\): not valid UTF-8 \(byte 3\); .*--on-bad-row skip"):
+        embed_files(bad_corpus, tmp_path / "out", model=str(artifact("t")), precision="fp32", device="cpu")
+    assert not list((tmp_path / "out").iterdir())  # no shard, no temporary file, no manifest
+
+
+@pytest.mark.parametrize("runner", ["local", "ray"])
+def test_bad_rows_skipped_are_set_aside_with_their_reason(bad_corpus: Path, artifact, tmp_path: Path,
+                                                          runner: str, request) -> None:
+    if runner == "local":
+        manifest = embed_files(bad_corpus, tmp_path / "out", model=str(artifact("t")), precision="fp32",
+                               device="cpu", on_bad_row="skip", keep_text=True)
+    else:
+        request.getfixturevalue("local_ray")
+        from jina_onnx.ray import run_corpus_job
+
+        manifest = run_corpus_job(str(bad_corpus), str(tmp_path / "out"), address=None, model=str(artifact("t")),
+                                  precision="fp32", workers=1, cpus_per_worker=0.5, on_bad_row="skip", keep_text=True)
+    rejected = [json.loads(line) for line in (tmp_path / "out" / REJECTED).read_text().splitlines()]
+    assert {(r["id"], r["reason"]) for r in rejected} == {
+        ("a.txt:2", "not valid UTF-8 (byte 3)"), ("b.jsonl:1", "text is int, not a string"),
+        ("b.jsonl:2", "text is null"), ("b.jsonl:3", "not valid JSON (Expecting property name enclosed in double quotes)"),
+        ("b.jsonl:4", "no 'text' field"), ("c.parquet:1", "text is null")}
+    assert manifest["rows"] == 7 and manifest["rejected"] == 6
+    table = pq.read_table(tmp_path / "out")
+    assert sorted(table["id"].to_pylist()) == ["a.txt:0", "a.txt:1", "a.txt:3", "b.jsonl:0", "b.jsonl:5",
+                                               "c.parquet:0", "c.parquet:2"]
+    assert "fine" in table["text"].to_pylist()
+
+
+def test_rerun_with_other_settings_is_refused(artifact, tmp_path: Path) -> None:
+    source = write_corpus(tmp_path / "in", {"x.txt": ["one", "two"]})
+    embed_files(source, tmp_path / "out", model=str(artifact("t")), precision="fp32", device="cpu")
+    with pytest.raises(CorpusError, match=r"x\.txt\.parquet: made with other settings \(onnx_sha256, precision\); "
+                                          "pass --overwrite"):
+        embed_files(source, tmp_path / "out", model=str(artifact("t")), precision="int8", device="cpu")
+    manifest = embed_files(source, tmp_path / "out", model=str(artifact("t")), precision="int8", device="cpu",
+                           overwrite=True)
+    assert manifest["precision"] == "int8" and manifest["rows"] == 2
+    with pytest.raises(CorpusError, match="no input files"):
+        embed_files(tmp_path / "nothing-*.txt", tmp_path / "out2", model=str(artifact("t")))
+    (tmp_path / "in" / "y.csv").write_text("a\n")
+    with pytest.raises(CorpusError, match=r"y\.csv: unknown format"):
+        embed_files(tmp_path / "in" / "*", tmp_path / "out2", model=str(artifact("t")))
+
+
+def test_cli_embed_prints_a_summary(artifact, tmp_path: Path, capsys) -> None:
+    from jina_onnx.cli import main
+
+    source = write_corpus(tmp_path / "in", {"q.jsonl": ["alpha", "beta", "gamma"]})
+    assert main(["-q", "embed", str(source), str(tmp_path / "out"), "-m", str(artifact("t")), "--precision", "fp32",
+                 "--device", "cpu", "--id-column", "n"]) == 0
+    assert "3 texts embedded" in capsys.readouterr().out
+    assert sorted(pq.read_table(tmp_path / "out")["id"].to_pylist()) == ["0", "1", "2"]
+    assert main(["embed", str(source), str(tmp_path / "out"), "--workers", "0"]) == 1
