@@ -92,7 +92,7 @@ class _Embedder:
 
 def embed_dataset(ds: Any, *, model: str | os.PathLike[str], column: str = "text", output_column: str = "embedding",
                   precision: str = "auto", device: str = "cpu", workers: int = 1, cpus_per_worker: float = 1.0,
-                  threads: int | None = None, rows_per_batch: int = 1024, batch_size: int | None = None,
+                  threads: int | None = None, rows_per_batch: int = 4096, batch_size: int | None = None,
                   normalize: bool | None = None, ship: str = "auto", cache_dir: str | None = None) -> Any:
     """Add an embedding column to a Ray Dataset with an actor pool of `workers` model copies.
 
