@@ -71,7 +71,8 @@ class EmbeddingModel:
     """
 
     def __init__(self, directory: Path, manifest: Manifest, variant: Variant, device: str, threads: int | None,
-                 device_id: int = 0, io_binding: bool | None = None, pipeline: bool | None = None):
+                 device_id: int = 0, io_binding: bool | None = None, pipeline: bool | None = None,
+                 allow_spinning: bool = True):
         self.directory = directory
         self.manifest = manifest
         self.precision = variant.precision.value
@@ -86,7 +87,7 @@ class EmbeddingModel:
                 f"says {manifest.tokenizer.vocab_size}; the tokenizer belongs to another model: re-export"
             )
         _check_file(self.onnx_path, variant.sha256)
-        self.session = create_session(self.onnx_path, device, threads, device_id, self.precision)
+        self.session = create_session(self.onnx_path, device, threads, device_id, self.precision, allow_spinning)
         self._input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self._input_names) - set(KNOWN_INPUTS)
         if unknown:
@@ -329,6 +330,7 @@ def build_model(
     device_id: int = 0,
     warmup: bool | None = None,
     pipeline: bool | None = None,
+    allow_spinning: bool = True,
 ) -> EmbeddingModel:
     """Load an exported model.
 
@@ -342,6 +344,8 @@ def build_model(
         warmup: run the common input shapes once before returning; None means yes on CUDA.
         pipeline: prepare the next batches in a background thread while the device runs; None means
             yes on CUDA (where the host was the bottleneck) and `PIPELINE_ON_CPU` on CPU.
+        allow_spinning: let idle ONNX Runtime threads busy-wait between calls (fastest for batch work);
+            False when other work shares the cores, as in `jina-onnx serve`.
 
     Example:
         >>> from jina_onnx import build_model, encode, cos_sim
@@ -359,7 +363,8 @@ def build_model(
     if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
         raise InputError(f"device_id={device_id!r} must be a non-negative integer")
     try:
-        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id, pipeline=pipeline)
+        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id, pipeline=pipeline,
+                               allow_spinning=allow_spinning)
     except DeviceError as e:
         if device != "auto":
             raise
@@ -367,7 +372,8 @@ def build_model(
         log.warning("jina-onnx: %s; falling back to CPU", e)
         resolved_device = "cpu"
         variant = choose_variant(manifest, precision, resolved_device)
-        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id, pipeline=pipeline)
+        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id, pipeline=pipeline,
+                               allow_spinning=allow_spinning)
     log.info("jina-onnx: %s runs %s on %s (%s)", manifest.name, variant.precision.value, resolved_device,
              model.onnx_path)
     if warmup if warmup is not None else resolved_device == "cuda":

