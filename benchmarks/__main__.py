@@ -18,6 +18,7 @@ from pathlib import Path
 
 from .common import RESULTS, machine_facts, physical_cores
 from .report import README, plots, render_markdown, update_readme
+from . import runners
 from .runners import RUNTIMES
 from .suite import DEFAULT_PRECISIONS, FULL, QUICK, SMOKE, log, run
 
@@ -68,6 +69,7 @@ def command_run(args: argparse.Namespace) -> int:
         else DEFAULT_PRECISIONS[args.device]
     runtimes = parse_list(args.runtimes, RUNTIMES, "runtime")
     check_device(args.device)
+    runners.RETRY_UNSUPPORTED = args.retry_unsupported
     settings = SMOKE if args.smoke else QUICK if args.quick else FULL
     mode = "smoke" if args.smoke else "quick" if args.quick else "full"
     threads = physical_cores()
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
                             help="fewer texts and rounds: t and s in under 5 minutes on 2 CPU cores")
     run_parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: minimal work
     run_parser.add_argument("--out", default="", help="write results here instead of benchmarks/results/")
+    run_parser.add_argument("--retry-unsupported", action="store_true",
+                            help="try again baselines an earlier run with the same package versions found unsupported")
     run_parser.set_defaults(handler=command_run)
     readme_parser = commands.add_parser("readme", help="show a results JSON in README.md's Performance section")
     readme_parser.add_argument("results", help="a benchmarks/results/*.json written by `run`")

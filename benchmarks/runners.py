@@ -91,6 +91,25 @@ def int8_config_name() -> str:
     return "avx2" if "avx2" in flags else "arm64"
 
 
+# Set by `python -m benchmarks run --retry-unsupported`: try again baselines cached as unsupported.
+RETRY_UNSUPPORTED = False
+BASELINE_PACKAGES = ("sentence-transformers", "optimum", "optimum-onnx", "transformers", "onnxruntime",
+                     "onnxruntime-gpu", "torch", "onnx")
+
+
+def baseline_versions() -> dict[str, str]:
+    """The versions an "unsupported" verdict holds for: after an upgrade the suite tries again."""
+    from importlib import metadata
+
+    versions = {}
+    for package in BASELINE_PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
 def st_onnx_dir(model: str) -> Path:
     return WORK / "st-onnx" / model
 
@@ -103,7 +122,8 @@ def prepare(spec: RunnerSpec) -> None:
     """Everything `load` needs on disk: our artifact, or sentence-transformers' ONNX export of the checkpoint.
 
     Raises Unsupported when sentence-transformers' ONNX backend cannot export or run the model. The outcome is
-    cached in WORK/st-onnx/<model>/ (delete the folder to try again).
+    cached in WORK/st-onnx/<model>/UNSUPPORTED.json with the package versions; other versions or
+    --retry-unsupported try again.
     """
     if spec.runtime in ("jina-onnx", "fastembed"):
         artifact_dir(spec.model)
@@ -112,9 +132,13 @@ def prepare(spec: RunnerSpec) -> None:
     if spec.runtime == "torch":
         return
     directory = st_onnx_dir(spec.model)
-    failure = directory / "UNSUPPORTED.txt"
+    failure = directory / "UNSUPPORTED.json"
     if failure.is_file():  # an earlier run's attempt; the log says where, the table shows only the reason
-        raise Unsupported(failure.read_text().strip(), cached=failure)
+        recorded = json.loads(failure.read_text())
+        if recorded.get("versions") == baseline_versions() and not RETRY_UNSUPPORTED:
+            raise Unsupported(recorded["reason"], cached=failure)
+        failure.unlink()  # other package versions (or --retry-unsupported): the verdict may have changed
+    (directory / "UNSUPPORTED.txt").unlink(missing_ok=True)  # the unversioned format of earlier suites
     if (directory / st_onnx_file(spec.precision)).is_file():
         return
     from sentence_transformers import SentenceTransformer, export_dynamic_quantized_onnx_model
@@ -132,7 +156,7 @@ def prepare(spec: RunnerSpec) -> None:
             export_dynamic_quantized_onnx_model(model, int8_config_name(), str(directory))
     except Exception as error:  # any failure of the third-party export is the finding, recorded as is
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-        failure.write_text(reason + "\n")
+        failure.write_text(json.dumps({"reason": reason, "versions": baseline_versions()}, indent=2) + "\n")
         raise Unsupported(reason) from error
 
 

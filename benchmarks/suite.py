@@ -88,7 +88,8 @@ def start_runners(specs: list[RunnerSpec]) -> tuple[dict[str, RunnerSpec], dict[
             status[spec.label] = {"status": "ok", "spec": asdict(spec)}
         except Unsupported as error:
             status[spec.label] = {"status": "unsupported", "reason": str(error), "spec": asdict(spec)}
-            where = f" (found in {error.cached}: delete it to try again)" if error.cached else ""
+            where = f" (cached in {error.cached} for these package versions; --retry-unsupported tries again)" \
+                if error.cached else ""
             log(f"  {spec.label}: unsupported: {error}{where}")
         except Exception as error:  # a baseline that breaks is a result to show, not a reason to stop the suite
             status[spec.label] = {"status": "failed", "reason": _error(error), "spec": asdict(spec)}

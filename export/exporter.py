@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from jina_onnx.atomic import process_alive
 from jina_onnx.errors import ExportError, ParityError
 from jina_onnx.manifest import (Manifest, Parity, Precision, ProbeInfo, Source, TokenizerInfo, Variant,
                                 sha256_file)
@@ -246,18 +247,8 @@ def _remove_abandoned_staging(out: Path) -> None:
     """Delete staging directories that killed exports left behind (their process is gone)."""
     for leftover in out.parent.glob(f".{out.name}.partial-*-*"):
         pid = leftover.name[len(f".{out.name}.partial-"):].split("-", 1)[0]
-        if pid.isdigit() and not _process_alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
-
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _check_graph(path: Path) -> None:

@@ -31,6 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("jina-onnx: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`jina-onnx encode ... | head -1`): that is how pipes end, not an error.
+        # Point stdout at /dev/null so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
@@ -81,7 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     _model_options(encode)
     encode.add_argument("texts", nargs="*", help="texts to embed; none: read stdin, one text per line")
     encode.add_argument("--output", "-o", help="write a .npy file instead of JSON lines on stdout")
-    encode.add_argument("--batch-size", type=int, default=32)
+    encode.add_argument("--batch-size", type=int, default=None, help="texts per call (default: 32 CPU, 256 CUDA)")
     encode.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                         help="L2-normalize (default: as the model declares)")
     encode.set_defaults(run=_encode)

@@ -35,6 +35,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
+from .atomic import process_alive, write_atomically
 from .errors import InputError, JinaOnnxError, require
 from .model import EmbeddingModel, build_model
 
@@ -366,25 +367,9 @@ def job_manifest(model: EmbeddingModel, settings: JobSettings, shards: dict[str,
     }
 
 
-def write_atomically(path: Path, text: str) -> None:
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    temporary.write_text(text, encoding="utf-8")
-    os.replace(temporary, path)
-
-
 def remove_leftovers(out: Path) -> None:
     """Temporary files of killed runs (their process is gone): never read, removed before a rerun."""
     for leftover in [*out.glob(".*.tmp-*"), *(out / REJECTED_PARTS).glob(".*.tmp-*")]:
         pid = leftover.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             leftover.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

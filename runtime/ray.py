@@ -34,8 +34,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from .atomic import write_atomically
 from .corpus import (MANIFEST, REJECTED_PARTS, CorpusError, JobSettings, bad_row_error, discover, job_manifest,
-                     merge_rejected, read_rows, shard_name, write_atomically)
+                     merge_rejected, read_rows, shard_name)
 from .errors import InputError, require
 from .manifest import Precision, load_manifest, safe_member
 from .model import choose_variant, resolve_artifact

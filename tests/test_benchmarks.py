@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from benchmarks import suite
 from benchmarks.report import README, readme_block, readme_results_json, render_markdown
@@ -125,3 +126,61 @@ def test_bad_arguments_and_a_missing_gpu_are_refused_up_front() -> None:
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
         done = run("--device", "cuda", "--models", "t")
         assert done.returncode != 0 and "--device cuda needs onnxruntime-gpu" in done.stderr
+
+
+def test_unsupported_verdict_holds_only_for_the_versions_that_gave_it(monkeypatch, tmp_path: Path) -> None:
+    import json
+    import types
+
+    from benchmarks import runners
+
+    monkeypatch.setattr(runners, "WORK", tmp_path)
+    calls = []
+
+    class Broken:
+        def __init__(self, *args, **kwargs) -> None:
+            calls.append(1)
+            raise ValueError("still cannot run it")
+
+    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(
+        SentenceTransformer=Broken, export_dynamic_quantized_onnx_model=None))
+    spec = runners.RunnerSpec("st-onnx", "fp32", "minilm", "cpu", 1)
+    verdict = tmp_path / "st-onnx" / "minilm" / "UNSUPPORTED.json"
+    with pytest.raises(runners.Unsupported, match="still cannot run it"):
+        runners.prepare(spec)
+    assert json.loads(verdict.read_text())["versions"] == runners.baseline_versions() and len(calls) == 1
+    with pytest.raises(runners.Unsupported):
+        runners.prepare(spec)  # same versions: the cached verdict, no second attempt
+    assert len(calls) == 1
+    verdict.write_text(json.dumps({"reason": "old", "versions": {"optimum": "0.0.1"}}))
+    with pytest.raises(runners.Unsupported, match="still cannot run it"):
+        runners.prepare(spec)  # other versions: tried again, and the verdict re-recorded for these
+    assert len(calls) == 2 and json.loads(verdict.read_text())["reason"].startswith("ValueError")
+    monkeypatch.setattr(runners, "RETRY_UNSUPPORTED", True)
+    with pytest.raises(runners.Unsupported):
+        runners.prepare(spec)
+    assert len(calls) == 3
+
+
+def test_cuda_headline_compares_fp16_with_torch_fp16_and_shows_efficiency() -> None:
+    from benchmarks.report import render_markdown
+
+    def result(rate: float, efficiency: float | None = None) -> dict:
+        r = {"texts_per_s": rate, "texts_per_s_min": rate, "texts_per_s_max": rate}
+        return r | ({"efficiency": efficiency, "raw_texts_per_s": rate / efficiency} if efficiency else {})
+
+    labels = ["torch fp32", "torch fp16", "jina-onnx fp32", "jina-onnx fp16"]
+    sections = {"short_b256": {l: result(1000.0 * (i + 1), 0.9 if "jina" in l else None) for i, l in enumerate(labels)},
+                "long": {l: result(10.0 * (i + 1)) for i, l in enumerate(labels)},
+                "fixed128_b256": {l: result(100.0 * (i + 1)) for i, l in enumerate(labels)}}
+    data = {"settings": {"rounds": 3, "short_texts": 512, "long_texts": 24, "cold_repeats": 1, "fixed_texts": {"256": 1}},
+            "machine_name": "cuda-h100", "device": "cuda", "threads": 16, "mode": "full", "command": "x", "wall_s": 60,
+            "stem": "x", "machine": {"date": "2026-11-27", "onnxruntime": "1.31.1", "cpu": "cpu", "physical_cores": 16,
+                                     "cpu_flags": [], "gpu": "NVIDIA H100", "gpu_memory": "80 GB"},
+            "models": {"l": {"runners": {l: {"status": "ok"} for l in labels}, "throughput": sections,
+                             "speedup_vs_torch_fp32": {}, "latency": {}, "cold_start": {}, "quality_vs_torch_fp32": {}}},
+            "minilm": {"pairs": 0, "runners": {}}}
+    text = render_markdown(data)
+    assert "| model | fp16 vs torch fp16 | fp16 vs torch fp32 |" in text and "int8 vs torch fp32" not in text
+    assert "| l | 2.00x / 2.00x / 2.00x | 4.00x / 4.00x / 4.00x |" in text  # fp16 4000 vs torch fp16 2000
+    assert "short text, batch 256" in text and "| l | jina-onnx fp16 | 0.90 (4,444/s raw)" in text

@@ -75,3 +75,15 @@ def test_bad_cli_usage_exits_2(capsys) -> None:
     with pytest.raises(SystemExit) as info:
         main(["similarity", "only-one-text"])
     assert info.value.code == 2
+
+
+def test_closed_pipe_ends_quietly_with_status_0(artifact) -> None:
+    # `jina-onnx encode ... | head -1`: the reader closes the pipe after one line.
+    texts = [f"sentence number {i}" for i in range(400)]
+    proc = subprocess.Popen([sys.executable, "-m", "jina_onnx", "-q", "encode", "-m", str(artifact("t")), "--device",
+                             "cpu", *texts], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    first = proc.stdout.readline()  # type: ignore[union-attr]
+    proc.stdout.close()  # type: ignore[union-attr]
+    _, stderr = proc.communicate(timeout=120)
+    assert json.loads(first)["text"] == "sentence number 0"
+    assert proc.returncode == 0 and b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr

@@ -13,7 +13,6 @@ import json
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -28,15 +27,10 @@ import pytest
 from jina_onnx import build_model
 from jina_onnx.batcher import Batcher, Overloaded
 
+from benchmarks.serve import free_port, stop
 from benchmarks.sts import load_sts
 
 T_NAME, S_NAME = "jina-embedding-t-en-v1", "jina-embedding-s-en-v1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @contextlib.contextmanager
@@ -60,13 +54,7 @@ def server(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str,
             time.sleep(0.2)
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop(proc)  # SIGTERM, then SIGKILL after 30 s
 
 
 def mixed(count: int, seed: int) -> list[str]:
