@@ -183,4 +183,4 @@ def test_cuda_headline_compares_fp16_with_torch_fp16_and_shows_efficiency() -> N
     text = render_markdown(data)
     assert "| model | fp16 vs torch fp16 | fp16 vs torch fp32 |" in text and "int8 vs torch fp32" not in text
     assert "| l | 2.00x / 2.00x / 2.00x | 4.00x / 4.00x / 4.00x |" in text  # fp16 4000 vs torch fp16 2000
-    assert "short text, batch 256" in text and "| l | jina-onnx fp16 | 0.90 (4,444/s raw)" in text
+    assert "| short, batch 256 | long | 128 tokens, batch 256 |" in text and "| l | jina-onnx fp16 | 0.90 (4,444/s raw)" in text
