@@ -340,8 +340,16 @@ def finished_shard(target: Path, settings: JobSettings) -> dict[str, Any]:
         changed = sorted(k for k, v in asdict(settings).items() if made_with.get(k) != v)
         raise CorpusError(f"{target}: made with other settings ({', '.join(changed)}); pass --overwrite to redo it")
     rejected_part = target.parent / REJECTED_PARTS / f"{target.name}.jsonl"
-    rejected = sum(1 for _ in open(rejected_part, encoding="utf-8")) if rejected_part.exists() else 0
+    rejected = count_lines(rejected_part)
     return {"input": None, "rows": meta.metadata.num_rows, "rejected": rejected, "resumed": True}
+
+
+def count_lines(path: Path) -> int:
+    """Lines of a text file; 0 when it does not exist (no rejected rows)."""
+    if not path.exists():
+        return 0
+    with open(path, encoding="utf-8") as handle:
+        return sum(1 for _ in handle)
 
 
 def merge_rejected(out: Path, shard_names: list[str]) -> None:

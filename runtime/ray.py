@@ -35,8 +35,8 @@ from types import SimpleNamespace
 from typing import Any
 
 from .atomic import write_atomically
-from .corpus import (MANIFEST, REJECTED_PARTS, CorpusError, JobSettings, bad_row_error, discover, job_manifest,
-                     merge_rejected, read_rows, shard_name)
+from .corpus import (MANIFEST, REJECTED, REJECTED_PARTS, CorpusError, JobSettings, bad_row_error, count_lines,
+                     discover, job_manifest, merge_rejected, read_rows, shard_name)
 from .errors import InputError, require
 from .manifest import Precision, load_manifest, safe_member
 from .model import choose_variant, resolve_artifact
@@ -218,7 +218,7 @@ def run_corpus_job(source: str, output: str, *, address: str | None, model: str,
     merge_rejected(out, [shard_name(p) for p in files])
     pq = require("pyarrow.parquet", "ray")
     rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in out.glob("*.parquet"))  # type: ignore[attr-defined]
-    rejected = sum(1 for _ in open(out / "_rejected.jsonl", encoding="utf-8")) if (out / "_rejected.jsonl").exists() else 0
+    rejected = count_lines(out / REJECTED)
 
     # What job_manifest reads of a model, known here without loading one on the driver.
     info = SimpleNamespace(name=manifest.name, dim=manifest.dim, precision=resolved.precision.value, device=device)

@@ -45,6 +45,12 @@ def test_one_command_writes_json_markdown_and_plots(artifact, checkpoint, minilm
         assert set(model["throughput"][section]) == EXPECTED_RUNNERS, section
         assert all(r["texts_per_s"] > 0 for r in model["throughput"][section].values())
         assert model["speedup_vs_torch_fp32"][section]["torch fp32"] == 1.0
+    # encode / raw session for every jina-onnx runner. Smoke mode times one pass of a few texts, so only
+    # presence is checked here (it read 2.3 once); --quick gave 0.87-1.01 on CPU.
+    for section, results in model["throughput"].items():
+        for label in ("jina-onnx fp32", "jina-onnx int8"):
+            assert results[label]["efficiency"] > 0 and results[label]["raw_texts_per_s"] > 0, section
+        assert not any("efficiency" in r for label, r in results.items() if not label.startswith("jina-onnx"))
     assert model["workloads"]["fixed128_b32"]["tokens"] == 32 * 128  # exact-length texts really are 128 tokens
     assert 400 * 2 <= model["workloads"]["long"]["tokens"] <= 511 * 2  # two passages of 400-511 tokens
     assert set(model["latency"]) == EXPECTED_RUNNERS
@@ -57,6 +63,7 @@ def test_one_command_writes_json_markdown_and_plots(artifact, checkpoint, minilm
     markdown = (out / f"{data['stem']}.md").read_text()
     assert markdown == render_markdown(data, heading="#")
     assert all(f"| t | {label} |" in markdown for label in EXPECTED_RUNNERS)
+    assert "Efficiency: texts/s through `encode`" in markdown and "| t | jina-onnx int8 | " in markdown
     for kind in ("throughput", "batch-speedup", "quality-speed"):
         width, height = png_size(out / f"{data['stem']}-{kind}.png")
         assert width > 600 and height > 300
