@@ -37,6 +37,7 @@ import numpy as np
 
 from .atomic import process_alive, write_atomically
 from .errors import InputError, JinaOnnxError, require
+from .manifest import Precision
 from .model import EmbeddingModel, build_model
 
 log = logging.getLogger("jina_onnx")
@@ -284,7 +285,7 @@ def embed_files(
 
 def job_settings(model: EmbeddingModel, normalize: bool | None, text_column: str, id_column: str | None,
                  keep_text: bool, on_bad_row: str) -> JobSettings:
-    variant = model.manifest.variants[next(p for p in model.manifest.variants if p.value == model.precision)]
+    variant = model.manifest.variants[Precision(model.precision)]
     return JobSettings(model.name, variant.sha256, model.precision,
                        bool(model.manifest.normalize if normalize is None else normalize), text_column, id_column,
                        keep_text, on_bad_row)

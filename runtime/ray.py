@@ -44,19 +44,18 @@ from .model import choose_variant, resolve_artifact
 SHIP_LIMIT = 512 << 20
 
 
-def artifact_payload(directory: Path, precision: str) -> dict[str, bytes]:
-    """The files one precision needs (manifest, tokenizer, probe, one ONNX file), by name."""
+def payload_files(directory: Path, precision: str) -> list[Path]:
+    """The files one precision needs: manifest, tokenizer, probe and one ONNX file."""
     manifest = load_manifest(directory)
     names = ["manifest.json", manifest.tokenizer.file, manifest.variants[Precision(precision)].file]
     if manifest.probe is not None:
         names.append(manifest.probe.file)
-    return {name: safe_member(directory, name).read_bytes() for name in names}
+    return [safe_member(directory, name) for name in names]
 
 
-def payload_size(directory: Path, precision: str) -> int:
-    manifest = load_manifest(directory)
-    names = ["manifest.json", manifest.tokenizer.file, manifest.variants[Precision(precision)].file]
-    return sum(safe_member(directory, name).stat().st_size for name in names)
+def artifact_payload(directory: Path, precision: str) -> dict[str, bytes]:
+    """Those files' bytes by name, to ship through the object store."""
+    return {path.name: path.read_bytes() for path in payload_files(directory, precision)}
 
 
 class _Embedder:
@@ -117,7 +116,8 @@ def embed_dataset(ds: Any, *, model: str | os.PathLike[str], column: str = "text
         raise InputError(f"ship={ship!r} must be 'auto', 'object-store' or 'path'")
     directory = resolve_artifact(model, cache_dir)
     resolved = choose_variant(load_manifest(directory), precision, device).precision.value
-    if ship == "object-store" or (ship == "auto" and payload_size(directory, resolved) <= SHIP_LIMIT):
+    size = sum(path.stat().st_size for path in payload_files(directory, resolved))
+    if ship == "object-store" or (ship == "auto" and size <= SHIP_LIMIT):
         artifact: Any = ray.put(artifact_payload(directory, resolved))  # type: ignore[attr-defined]
     else:
         artifact = str(directory.resolve())

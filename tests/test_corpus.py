@@ -124,7 +124,7 @@ def test_embed_dataset_composes_with_ray_readers(artifact, local_ray, tmp_path: 
     pq.write_table(pa.table({"text": texts}), tmp_path / "in.parquet")
     ds = embed_dataset(local_ray.data.read_parquet(str(tmp_path / "in.parquet")), model=str(artifact("t")),
                        precision="fp32", workers=1, cpus_per_worker=0.5, ship="path")
-    table = ds.to_arrow_refs() and pa.concat_tables(local_ray.get(ds.to_arrow_refs()))
+    table = pa.concat_tables(local_ray.get(ds.to_arrow_refs()))
     got = table["embedding"].combine_chunks().flatten().to_numpy().reshape(len(texts), -1)
     expected = build_model(artifact("t"), device="cpu", precision="fp32").encode(table["text"].to_pylist())
     np.testing.assert_allclose(got, expected, atol=1e-6)
