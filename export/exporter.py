@@ -17,12 +17,13 @@ from typing import Sequence
 
 import numpy as np
 
+from jina_onnx import backends, openvino_backend
 from jina_onnx.atomic import process_alive
-from jina_onnx.errors import ExportError, ParityError
+from jina_onnx.errors import ExportError, JinaOnnxError, ParityError
 from jina_onnx.manifest import (Manifest, Parity, Precision, ProbeInfo, Source, TokenizerInfo, Variant,
                                 sha256_file)
 from jina_onnx.model import EmbeddingModel, TruncationWarning
-from jina_onnx.probe import PROBE_TEXTS, parity
+from jina_onnx.probe import PROBE_TEXTS, probe_parity
 from jina_onnx.registry import Architecture, home_dir
 from jina_onnx.tokenization import TextTokenizer
 
@@ -32,7 +33,7 @@ from .tokenizer import load_hf_tokenizer, write_tokenizer
 from .trace import OPSET, export_onnx, pooled_module
 from .validate import torch_embeddings
 from .fp16 import CALIBRATION_TEXTS, calibration_feeds, to_fp16
-from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, to_int8
+from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, to_int8, to_int8_weight_only
 
 log = logging.getLogger("jina_onnx")
 
@@ -157,6 +158,7 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
     manifest = check(manifest, Precision.FP32, "torch.onnx.export (TorchScript)")
     if Precision.FP32 not in manifest.variants:
         raise ParityError(f"fp32 ONNX does not reproduce PyTorch ({manifest.rejected['fp32']}); nothing was written")
+    manifest = _openvino_bf16(staging, manifest)
 
     base = Precision.FP32
     if optimize:
@@ -174,11 +176,18 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
         log.info("jina-onnx: quantizing to int8")
         how = to_int8(source_file, staging / FILES[Precision.INT8])
         manifest = check(manifest, Precision.INT8, f"{base.value}, {how}")
-        if Precision.INT8 in manifest.rejected:
+        if Precision.INT8 in manifest.rejected and "batch_invariance" not in manifest.rejected[Precision.INT8.value]:
             first_try = manifest.rejected.pop(Precision.INT8.value)
             log.info("jina-onnx: int8 missed its gate (%s); retrying with the FFN output MatMuls in fp32", first_try)
             how = to_int8(source_file, staging / FILES[Precision.INT8], exclude=ffn_output_matmuls(source_file))
             manifest = check(manifest, Precision.INT8, f"{base.value}, {how}")
+        if Precision.INT8 in manifest.rejected:
+            # Dynamic int8 picks one activation scale per call: where that moves vectors with their batch (or
+            # loses too much), int8 weights with per-row activation quantization do not.
+            dynamic = manifest.rejected.pop(Precision.INT8.value)
+            log.info("jina-onnx: dynamic int8 missed its gate (%s); trying weight-only int8", dynamic)
+            how = to_int8_weight_only(source_file, staging / FILES[Precision.INT8])
+            manifest = check(manifest, Precision.INT8, f"{base.value}, {how}", details={"dynamic_rejected": dynamic})
     return manifest
 
 
@@ -212,6 +221,32 @@ def _fp16_variant(staging: Path, manifest: Manifest, check: functools.partial, s
     return manifest
 
 
+def _openvino_bf16(staging: Path, manifest: Manifest) -> Manifest:
+    """Where OpenVINO is installed and the CPU has bf16 units, run bf16's gate now and record it in the
+    manifest (`extra["openvino"]["bf16"]`), so loading with backend="openvino" here needs no probe run.
+    Another CPU or OpenVINO version checks again at first load (backends.bf16_verdict)."""
+    if not openvino_backend.installed() or not openvino_backend.cpu_has_bf16():
+        return manifest
+    try:
+        model = EmbeddingModel(staging, manifest, manifest.variants[Precision.FP32], "cpu", threads=None,
+                               backend="openvino", precision="bf16")
+
+        def measure(texts: list[str]) -> np.ndarray:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", TruncationWarning)
+                return model.encode(texts, normalize=False)
+
+        result = backends.bf16_check(staging, manifest, measure) | {"key": backends.bf16_key(manifest)}
+    except (JinaOnnxError, RuntimeError) as e:  # OpenVINO is optional: the ONNX Runtime artifact stands alone
+        log.warning("jina-onnx: OpenVINO could not check bf16 (%s); the runtime will check at first load", e)
+        return manifest
+    log.info("jina-onnx: OpenVINO bf16 on this CPU: min cosine %.6f (%s)", result["parity"]["min_cosine"],
+             "passes" if result["passed"] else f"misses {result['gate']}: the runtime will use fp32 there")
+    manifest = dataclasses.replace(manifest, extra={**manifest.extra, "openvino": {"bf16": result}})
+    manifest.save(staging)
+    return manifest
+
+
 def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: Precision, built_from: str,
            fused_ops: dict[str, int] | None = None, details: dict | None = None) -> Manifest:
     """Run one variant through the runtime, compare with PyTorch, keep it only if it passes its gate."""
@@ -223,11 +258,8 @@ def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: 
     trial = dataclasses.replace(manifest, variants={**manifest.variants, precision: variant})
     trial.save(staging)  # the runtime reads only what a manifest lists
     runtime = EmbeddingModel(staging, trial, variant, "cpu", threads=None)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", TruncationWarning)  # the over-long probe is cut on purpose
-        candidate = runtime.encode(list(PROBE_TEXTS), normalize=False)
-    del runtime
-    measured = parity(reference, candidate, "torch fp32")
+    measured = probe_parity(lambda texts: runtime.encode(texts, normalize=False), list(PROBE_TEXTS), reference,
+                            "torch fp32")
     missed = gate.failures(measured)
     if missed:
         reason = f"{precision.value} missed its gate ({gate.describe()}): {'; '.join(missed)}"
@@ -235,8 +267,9 @@ def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: 
         path.unlink()
         manifest = dataclasses.replace(manifest, rejected={**manifest.rejected, precision.value: reason})
     else:
-        log.info("jina-onnx: %s max abs diff %.2e, mean cosine %.6f, min cosine %.6f", precision.value,
-                 measured.max_abs_diff, measured.mean_cosine, measured.min_cosine)
+        log.info("jina-onnx: %s max abs diff %.2e, mean cosine %.6f, min cosine %.6f, batch invariance %.6f",
+                 precision.value, measured.max_abs_diff, measured.mean_cosine, measured.min_cosine,
+                 measured.batch_invariance)
         manifest = dataclasses.replace(manifest, variants={
             **manifest.variants, precision: dataclasses.replace(variant, parity=measured)})
     manifest.save(staging)

@@ -105,8 +105,10 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("output", help="output directory")
     embed.add_argument("--model", "-m", default="jina-embedding-t-en-v1", help="model name or artifact directory")
     embed.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    embed.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8"])
+    embed.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8", "bf16"])
     embed.add_argument("--threads", type=int, default=None, help="CPU threads (per worker with --ray)")
+    embed.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"],
+                       help="CPU engine (auto: OpenVINO where installed and measured faster here, else ONNX Runtime; --ray: ONNX Runtime)")
     embed.add_argument("--batch-size", type=int, default=None, help="texts per ONNX Runtime call (device default)")
     embed.add_argument("--normalize", action=argparse.BooleanOptionalAction, default=None,
                        help="L2-normalize (default: as the model declares)")
@@ -131,8 +133,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: loopback only)")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8"])
+    serve.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8", "bf16"])
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
+    serve.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"],
+                       help="CPU engine (auto: OpenVINO where installed and measured faster here, else ONNX Runtime)")
     serve.add_argument("--max-batch-tokens", type=int, default=None,
                        help="tokens per inference batch (default: 8192 on CPU, 65536 on CUDA)")
     serve.add_argument("--max-batch-wait-ms", type=float, default=0.0,
@@ -155,9 +159,12 @@ def _parser() -> argparse.ArgumentParser:
 def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default="jina-embedding-t-en-v1", help="model name or artifact directory")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
-    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8"],
-                        help="ONNX variant (auto: fp16 on CUDA; int8, else fp32-opt, else fp32 on CPU)")
+    parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8", "bf16"],
+                        help="ONNX variant (auto: fp16 on CUDA; int8, else fp32-opt, else fp32 on CPU; "
+                        "bf16: OpenVINO on CPUs with bf16 units)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: ONNX Runtime's)")
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"],
+                       help="CPU engine (auto: OpenVINO where installed and measured faster here, else ONNX Runtime)")
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -173,6 +180,9 @@ def _embed(args: argparse.Namespace) -> int:
                "text_column": args.text_column, "id_column": args.id_column, "keep_text": args.keep_text,
                "on_bad_row": args.on_bad_row, "overwrite": args.overwrite}
     if args.ray is not None:
+        if args.backend == "openvino" or args.precision == "bf16":
+            raise InputError("--ray runs ONNX Runtime, so every worker writes the same vectors whatever its CPU; "
+                             "drop --backend openvino / --precision bf16, or run without --ray")
         from .ray import run_corpus_job
 
         device = "cuda" if args.device == "cuda" else "cpu"
@@ -183,7 +193,7 @@ def _embed(args: argparse.Namespace) -> int:
         from .corpus import embed_files
 
         manifest = embed_files(args.input, args.output, model=args.model, device=args.device, threads=args.threads,
-                               show_progress=not args.quiet, **options)
+                               backend=args.backend, show_progress=not args.quiet, **options)
     print(f"{manifest['rows']} texts embedded into {args.output} ({manifest['rejected']} rejected, "
           f"{manifest['seconds']:.1f} s this run)")
     return 0
@@ -206,7 +216,7 @@ def _serve(args: argparse.Namespace) -> int:
                     max_queue=args.max_queue, max_inputs_per_request=args.max_inputs_per_request,
                     max_request_bytes=args.max_request_bytes)
     serve(args.model or ["jina-embedding-t-en-v1"], host=args.host, port=args.port, device=args.device,
-          precision=args.precision, threads=args.threads, limits=limits,
+          precision=args.precision, threads=args.threads, limits=limits, backend=args.backend,
           api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None)
     return 0
 
@@ -237,7 +247,8 @@ def _export(args: argparse.Namespace) -> int:
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
     from .model import build_model
 
-    return build_model(args.model, device=args.device, precision=args.precision, threads=args.threads)
+    return build_model(args.model, device=args.device, precision=args.precision, threads=args.threads,
+                       backend=args.backend)
 
 
 def _encode(args: argparse.Namespace) -> int:

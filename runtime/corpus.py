@@ -37,7 +37,6 @@ import numpy as np
 
 from .atomic import process_alive, write_atomically
 from .errors import InputError, JinaOnnxError, require
-from .manifest import Precision
 from .model import EmbeddingModel, build_model
 
 log = logging.getLogger("jina_onnx")
@@ -235,6 +234,7 @@ def embed_files(
     model: str | os.PathLike[str] | EmbeddingModel = "jina-embedding-t-en-v1",
     precision: str = "auto",
     device: str = "auto",
+    backend: str = "auto",
     batch_size: int | None = None,
     normalize: bool | None = None,
     text_column: str = "text",
@@ -256,7 +256,7 @@ def embed_files(
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     loaded = model if isinstance(model, EmbeddingModel) else build_model(model, device=device, precision=precision,
-                                                                          threads=threads)
+                                                                          threads=threads, backend=backend)
     settings = job_settings(loaded, normalize, text_column, id_column, keep_text, on_bad_row)
     remove_leftovers(out)
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
@@ -285,8 +285,7 @@ def embed_files(
 
 def job_settings(model: EmbeddingModel, normalize: bool | None, text_column: str, id_column: str | None,
                  keep_text: bool, on_bad_row: str) -> JobSettings:
-    variant = model.manifest.variants[Precision(model.precision)]
-    return JobSettings(model.name, variant.sha256, model.precision,
+    return JobSettings(model.name, model.variant.sha256, model.precision,
                        bool(model.manifest.normalize if normalize is None else normalize), text_column, id_column,
                        keep_text, on_bad_row)
 
@@ -368,7 +367,7 @@ def job_manifest(model: EmbeddingModel, settings: JobSettings, shards: dict[str,
     rows = sum(s["rows"] for s in shards.values())
     return {
         "model": model.name, "artifact_sha256": settings.onnx_sha256, "precision": model.precision, "dim": model.dim,
-        "device": model.device, "normalize": settings.normalize, "text_column": settings.text_column,
+        "device": model.device, "backend": getattr(model, "backend", "onnxruntime"), "normalize": settings.normalize, "text_column": settings.text_column,
         "id_column": settings.id_column, "keep_text": settings.keep_text, "on_bad_row": settings.on_bad_row,
         "runner": runner, "rows": rows, "rejected": sum(s["rejected"] for s in shards.values()),
         "shards": shards, "started_at": started.isoformat(timespec="seconds"), "seconds": round(seconds, 3),

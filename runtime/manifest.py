@@ -51,6 +51,9 @@ class Parity:
     min_cosine: float
     probe_count: int  # number of probe texts
     reference: str  # what the variant was compared against, e.g. "torch fp32"
+    # Min cosine between a probe text embedded alone and inside a batch of mixed neighbours (probe.batch_invariance);
+    # None in artifacts from before it was measured.
+    batch_invariance: float | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,8 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     probe: ProbeInfo | None = None
     rejected: dict[str, str] = field(default_factory=dict)  # variant -> why it failed its gate (not written)
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes, ignored by the runtime
+    # Free-form notes; the runtime reads only extra["openvino"]["bf16"], the bf16 gate run at export.
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data = asdict(self)

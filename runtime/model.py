@@ -7,16 +7,38 @@ import itertools
 import logging
 import os
 import warnings
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Iterable, Iterator, Sequence, Sized
 from typing import Any
 
 import numpy as np
 
-from .batching import DEVICE_DEFAULTS, IndexArray, bucket_length, plan_batches, sort_windows
-from .errors import ArtifactError, DeviceError, InputError, InputTypeError, ModelNotFoundError, require
-from .manifest import MANIFEST_FILE, Manifest, Precision, Variant, load_manifest, safe_member, sha256_file
+from . import backends, openvino_backend
+from .batching import (
+    DEVICE_DEFAULTS,
+    IndexArray,
+    bucket_length,
+    plan_batches,
+    sort_windows,
+)
+from .errors import (
+    ArtifactError,
+    DeviceError,
+    InputError,
+    InputTypeError,
+    ModelNotFoundError,
+    require,
+)
+from .manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    Precision,
+    Variant,
+    load_manifest,
+    safe_member,
+    sha256_file,
+)
 from .pipeline import prefetch
 from .pooling import pool
 from .registry import find_spec, home_dir
@@ -26,7 +48,8 @@ from .tokenization import IdArray, TextTokenizer
 
 log = logging.getLogger("jina_onnx")
 
-PRECISIONS = ("auto", *(p.value for p in Precision))
+# "bf16" is not a file: it is model.onnx run by OpenVINO with bf16 arithmetic (see backends.py).
+PRECISIONS = ("auto", *(p.value for p in Precision), "bf16")
 # Whether `pipeline=None` overlaps host and device work on CPU too. No: on the 2-core Xeon, pipelined vs
 # serial t int8 was 0.98x (short text) and 1.01x (128 tokens) in one run of `python -m benchmarks.ab`; the
 # producer thread competes with ONNX Runtime for the same cores, and there is no device to keep busy.
@@ -73,10 +96,13 @@ class EmbeddingModel:
 
     def __init__(self, directory: Path, manifest: Manifest, variant: Variant, device: str, threads: int | None,
                  device_id: int = 0, io_binding: bool | None = None, pipeline: bool | None = None,
-                 allow_spinning: bool = True):
+                 allow_spinning: bool = True, backend: str = "onnxruntime", precision: str | None = None):
         self.directory = directory
         self.manifest = manifest
-        self.precision = variant.precision.value
+        # OpenVINO's bf16 runs the fp32 file: the precision is then not the variant's.
+        self.precision = precision or variant.precision.value
+        self.variant = variant  # the manifest entry of the ONNX file that runs
+        self.backend = backend
         self.device = device
         self.device_id = device_id
         self.onnx_path = safe_member(directory, variant.file)
@@ -88,7 +114,10 @@ class EmbeddingModel:
                 f"says {manifest.tokenizer.vocab_size}; the tokenizer belongs to another model: re-export"
             )
         _check_file(self.onnx_path, variant.sha256)
-        self.session = create_session(self.onnx_path, device, threads, device_id, self.precision, allow_spinning)
+        if backend == "openvino":
+            self.session: Any = openvino_backend.OpenVINOSession(self.onnx_path, self.precision, threads)
+        else:
+            self.session = create_session(self.onnx_path, device, threads, device_id, self.precision, allow_spinning)
         self._input_names = [i.name for i in self.session.get_inputs()]
         unknown = set(self._input_names) - set(KNOWN_INPUTS)
         if unknown:
@@ -125,7 +154,7 @@ class EmbeddingModel:
 
     def __repr__(self) -> str:
         return (f"EmbeddingModel(name={self.name!r}, dim={self.dim}, precision={self.precision!r}, "
-                f"device={self.device!r}, path={str(self.onnx_path)!r})")
+                f"device={self.device!r}, backend={self.backend!r}, path={str(self.onnx_path)!r})")
 
     def encode(
         self,
@@ -334,13 +363,15 @@ def build_model(
     warmup: bool | None = None,
     pipeline: bool | None = None,
     allow_spinning: bool = True,
+    backend: str = "auto",
 ) -> EmbeddingModel:
     """Load an exported model.
 
     Args:
         name_or_path: a model name (looked up in `cache_dir`) or an artifact directory.
         device: "cpu", "cuda", or "auto" (CUDA when this onnxruntime offers it, else CPU).
-        precision: which ONNX variant to run; "auto" picks the best one for the device.
+        precision: which ONNX variant to run; "auto" picks the best one for the device. "bf16" runs
+            model.onnx on OpenVINO with bf16 arithmetic, on CPUs with bf16 units, once it passed its gate.
         cache_dir: where named artifacts live; default $JINA_ONNX_HOME or ~/.cache/jina-onnx.
         threads: ONNX Runtime intra-op threads on CPU; None uses the physical cores.
         device_id: which GPU, with device="cuda" (or "auto" finding CUDA).
@@ -349,6 +380,9 @@ def build_model(
             yes on CUDA (where the host was the bottleneck) and `PIPELINE_ON_CPU` on CPU.
         allow_spinning: let idle ONNX Runtime threads busy-wait between calls (fastest for batch work);
             False when other work shares the cores, as in `jina-onnx serve`.
+        backend: "onnxruntime", "openvino" (CPU only: the `openvino` extra) or "auto": ONNX Runtime unless
+            OpenVINO is installed and measured faster for this model on this CPU ($JINA_ONNX_BACKEND
+            overrides "auto"; see `jina_onnx.backends`).
 
     Example:
         >>> from jina_onnx import build_model, encode, cos_sim
@@ -358,31 +392,48 @@ def build_model(
     """
     if precision not in PRECISIONS:
         raise InputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    backend = backends.requested_backend(backend)
     directory = resolve_artifact(name_or_path, cache_dir)
     manifest = load_manifest(directory)
-    ort_providers = _available_providers()
-    resolved_device = select_device(device, ort_providers)
-    variant = choose_variant(manifest, precision, resolved_device)
     if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
         raise InputError(f"device_id={device_id!r} must be a non-negative integer")
+    model = _load(directory, manifest, device=device, precision=precision, backend=backend, threads=threads,
+                  device_id=device_id, pipeline=pipeline, allow_spinning=allow_spinning, cache_dir=home_dir(cache_dir))
+    log.info("jina-onnx: %s runs %s on %s with %s (%s)", manifest.name, model.precision, model.device, model.backend,
+             model.onnx_path)
+    if warmup if warmup is not None else model.device == "cuda":
+        model.warmup()
+    return model
+
+
+def _load(directory: Path, manifest: Manifest, *, device: str, precision: str, backend: str, threads: int | None,
+          device_id: int, pipeline: bool | None, allow_spinning: bool, cache_dir: Path) -> EmbeddingModel:
+    """The engine, device and variant `build_model`'s arguments ask for, loaded."""
+
+    def make(variant: Variant, device: str = "cpu", engine: str = "onnxruntime",
+             hint: str | None = None) -> EmbeddingModel:
+        return EmbeddingModel(directory, manifest, variant, device, threads, device_id, pipeline=pipeline,
+                              allow_spinning=allow_spinning, backend=engine, precision=hint)
+
+    if backend == "openvino" or (precision == "bf16" and backend == "auto"):
+        backends.check_openvino_request(precision, "cpu" if device == "auto" else device)
+        return backends.load_openvino(directory, manifest, precision, make, cache_dir)
+    if precision == "bf16":
+        raise InputError("precision='bf16' runs on OpenVINO: use backend='openvino' (or 'auto'), "
+                         "not backend='onnxruntime'")
+    resolved_device = select_device(device, _available_providers())
+    if (backend == "auto" and resolved_device == "cpu" and precision in ("auto", "fp32")
+            and openvino_backend.installed()):
+        return backends.load_auto(directory, manifest, precision, choose_variant(manifest, precision, "cpu"), make,
+                                  threads, cache_dir)
     try:
-        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id, pipeline=pipeline,
-                               allow_spinning=allow_spinning)
+        return make(choose_variant(manifest, precision, resolved_device), resolved_device)
     except DeviceError as e:
         if device != "auto":
             raise
         # "auto" promises a working model: CUDA was listed but could not start, so use the CPU.
         log.warning("jina-onnx: %s; falling back to CPU", e)
-        resolved_device = "cpu"
-        variant = choose_variant(manifest, precision, resolved_device)
-        model = EmbeddingModel(directory, manifest, variant, resolved_device, threads, device_id, pipeline=pipeline,
-                               allow_spinning=allow_spinning)
-    log.info("jina-onnx: %s runs %s on %s (%s)", manifest.name, variant.precision.value, resolved_device,
-             model.onnx_path)
-    if warmup if warmup is not None else resolved_device == "cuda":
-        model.warmup()
-    return model
-
+        return make(choose_variant(manifest, precision, "cpu"))
 
 def encode(
     model: EmbeddingModel,

@@ -77,7 +77,8 @@ class _Embedder:
             directory = Path(self._tmp.name)
             for name, data in files.items():
                 (directory / name).write_bytes(data)
-        self.model = build_model(directory, device=device, precision=precision, threads=threads)
+        # ONNX Runtime on every worker: an "auto" choice per node could mix engines in one corpus.
+        self.model = build_model(directory, device=device, precision=precision, threads=threads, backend="onnxruntime")
         self.column, self.output_column = column, output_column
         self.normalize, self.batch_size = normalize, batch_size
 

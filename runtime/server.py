@@ -229,7 +229,8 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
     async def list_models(request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [
             {"id": name, "object": "model", "created": 0, "owned_by": "jina-onnx", "dim": m.dim,
-             "max_length": m.max_length, "precision": m.precision, "device": m.device} for name, m in models.items()]})
+             "max_length": m.max_length, "precision": m.precision, "device": m.device,
+             "backend": m.backend} for name, m in models.items()]})
 
     async def health(request: Request) -> Response:
         if not state["ready"]:
@@ -332,7 +333,7 @@ def _error_type(status: int) -> str:
 
 def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, device: str = "auto",
           precision: str = "auto", threads: int | None = None, limits: Limits = Limits(),
-          api_key: str | None = None) -> None:
+          api_key: str | None = None, backend: str = "auto") -> None:
     """Load and warm every model, then serve until SIGTERM/SIGINT (in-flight requests finish first)."""
     uvicorn = require("uvicorn", "serve")
     from .model import build_model
@@ -340,7 +341,7 @@ def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, devic
     loaded: dict[str, EmbeddingModel] = {}
     for ref in models:
         model = build_model(ref, device=device, precision=precision, threads=threads, warmup=True,
-                            allow_spinning=False)  # the event loop needs the cores between batches
+                            allow_spinning=False, backend=backend)  # the event loop needs the cores between batches
         if model.name in loaded:
             raise InputError(f"two -m arguments load the same model name {model.name!r}")
         loaded[model.name] = model

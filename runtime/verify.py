@@ -7,7 +7,6 @@ texts stored at export, reproduce PyTorch's stored embeddings within the variant
 from __future__ import annotations
 
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 from .errors import JinaOnnxError
 from .gates import GATES
 from .manifest import load_manifest, safe_member, sha256_file
-from .probe import parity
+from .probe import probe_parity
 
 
 @dataclass(frozen=True)
@@ -36,7 +35,7 @@ def verify_artifact(directory: str | Path) -> list[Check]:
         >>> all(c.ok for c in checks)  # doctest: +SKIP
         True
     """
-    from .model import EmbeddingModel, TruncationWarning
+    from .model import EmbeddingModel
 
     directory = Path(directory).expanduser()
     try:
@@ -60,17 +59,16 @@ def verify_artifact(directory: str | Path) -> list[Check]:
         label = f"{precision.value} probe"
         try:
             model = EmbeddingModel(directory, manifest, variant, "cpu", threads=None)
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", TruncationWarning)
-                measured = parity(
-                    reference, model.encode(texts, normalize=False), probe["reference"])
+            measured = probe_parity(lambda batch, m=model: m.encode(batch, normalize=False), texts, reference,
+                                    probe["reference"])
         except JinaOnnxError as e:
             checks.append(Check(label, False, str(e)))
             continue
         missed = GATES[precision].failures(measured)
         recorded = variant.parity
         detail = (f"max abs diff {measured.max_abs_diff:.2e} (export: {recorded.max_abs_diff:.2e}), "
-                  f"min cosine {measured.min_cosine:.6f} (export: {recorded.min_cosine:.6f})")
+                  f"min cosine {measured.min_cosine:.6f} (export: {recorded.min_cosine:.6f}), "
+                  f"batch invariance {measured.batch_invariance:.6f}")
         checks.append(Check(label, not missed, detail + (f"; FAILS {'; '.join(missed)}" if missed else "")))
     return checks
 

@@ -18,6 +18,9 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> None:
     # Never read or write the user's real cache, and never reach for the hub.
     os.environ["JINA_ONNX_HOME"] = str(tmp_path_factory.mktemp("jina-onnx-home"))
     os.environ["HF_HUB_OFFLINE"] = "1"
+    # backend="auto" would measure ONNX Runtime against OpenVINO on first load and may pick either: tests pin
+    # the engine they check (test_openvino.py covers "auto" and OpenVINO itself).
+    os.environ["JINA_ONNX_BACKEND"] = "onnxruntime"
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 

@@ -1,0 +1,220 @@
+"""The OpenVINO backend: fp32 parity with ONNX Runtime, the bf16 gate, backend="auto", threads, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+from jina_onnx import ArtifactError, DeviceError, InputError, MissingDependencyError, build_model
+from jina_onnx import backends, openvino_backend
+from jina_onnx.backends import CHECKS_FILE
+from jina_onnx.registry import home_dir
+
+TEXTS = ["how is the weather today", "What is the current weather like today?", "A man is playing a guitar.",
+         "", "Ünïcödé façade – naïve café 😀", "The quick brown fox jumps over the lazy dog. " * 60]
+BF16 = openvino_backend.cpu_has_bf16()
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(autouse=True)
+def _auto_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(backends.ENV, raising=False)  # conftest pins ONNX Runtime for the other tests
+
+
+@pytest.mark.parametrize("size", ["t", "s"])  # BERT and T5
+def test_fp32_matches_onnxruntime(artifact, size: str) -> None:
+    reference = build_model(artifact(size), device="cpu", precision="fp32", backend="onnxruntime")
+    model = build_model(artifact(size), device="cpu", precision="fp32", backend="openvino")
+    assert (model.backend, model.precision, model.device) == ("openvino", "fp32", "cpu")
+    with pytest.warns(Warning):  # the long text is truncated, as with ONNX Runtime
+        ours = model.encode(TEXTS)
+    with pytest.warns(Warning):
+        theirs = reference.encode(TEXTS)
+    assert ours.shape == theirs.shape == (len(TEXTS), model.dim) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, atol=1e-4, rtol=0)
+    # Same order, same batching logic: a shuffled call gives the same rows.
+    order = np.random.default_rng(0).permutation(len(TEXTS) - 1)
+    shuffled = model.encode([TEXTS[i] for i in order])
+    np.testing.assert_allclose(shuffled, ours[order], atol=1e-5, rtol=0)
+
+
+def test_bf16_passes_its_gate_and_is_recorded_at_export(artifact, monkeypatch: pytest.MonkeyPatch) -> None:
+    if not BF16:  # a CPU without bf16 units: refused, and the export recorded nothing
+        with pytest.raises(DeviceError, match="no bf16 units"):
+            build_model(artifact("s"), device="cpu", precision="bf16", backend="openvino")
+        assert "openvino" not in json.loads((artifact("s") / "manifest.json").read_text())["extra"]
+        return
+    manifest = json.loads((artifact("s") / "manifest.json").read_text())
+    recorded = manifest["extra"]["openvino"]["bf16"]
+    assert recorded["passed"] and recorded["parity"]["min_cosine"] >= 0.999
+    # The export's record is used: loading runs no probe.
+    monkeypatch.setattr(backends, "bf16_check", lambda *a, **k: pytest.fail("the manifest's verdict was ignored"))
+    model = build_model(artifact("s"), device="cpu", precision="bf16", backend="openvino")
+    assert model.precision == "bf16"
+    reference = build_model(artifact("s"), device="cpu", precision="fp32", backend="onnxruntime")
+    assert cosines(model.encode(TEXTS[:5]), reference.encode(TEXTS[:5])).min() >= 0.999
+
+
+@pytest.mark.skipif(not BF16, reason="needs bf16 units")
+def test_bf16_gate_runs_at_first_load_and_is_cached(artifact, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    directory = shutil.copytree(artifact("t"), tmp_path / "t")  # the shared artifact stays as exported
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["extra"].pop("openvino", None)  # as exported where OpenVINO was not installed
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path / "home"))
+    calls = []
+    real = backends.bf16_check
+    monkeypatch.setattr(backends, "bf16_check", lambda *a: calls.append(1) or real(*a))
+    build_model(directory, device="cpu", precision="bf16", backend="openvino")
+    build_model(directory, device="cpu", precision="bf16", backend="openvino")
+    assert calls == [1]  # measured once, then read from the cache
+    cached = json.loads((tmp_path / "home" / CHECKS_FILE).read_text())["gates"]
+    (verdict,) = cached.values()
+    assert verdict["passed"] and verdict["parity"]["min_cosine"] >= 0.999
+
+
+@pytest.mark.skipif(not BF16, reason="needs bf16 units")
+def test_bf16_that_misses_its_gate_is_never_used(artifact, tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                 caplog: pytest.LogCaptureFixture) -> None:
+    directory = shutil.copytree(artifact("t"), tmp_path / "t")  # the shared artifact stays as exported
+    manifest = json.loads((directory / "manifest.json").read_text())
+    manifest["extra"].pop("openvino", None)
+    (directory / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
+    real = backends.bf16_check
+
+    def worse(*args):  # what a CPU whose bf16 loses too much would measure
+        found = real(*args)
+        found["parity"]["min_cosine"] = 0.95
+        return found
+
+    monkeypatch.setattr(backends, "bf16_check", worse)
+    with pytest.raises(ArtifactError, match=r"misses its gate .*min_cosine 0\.950000 < 0\.999.*precision='fp32'"):
+        build_model(directory, device="cpu", precision="bf16", backend="openvino")
+    with caplog.at_level(logging.INFO, logger="jina_onnx"):
+        model = build_model(directory, device="cpu", precision="auto", backend="openvino")
+    assert model.precision == "fp32"
+    assert "bf16 misses its gate" in caplog.text
+
+
+def test_auto_without_openvino_uses_onnxruntime(artifact, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "openvino", None)  # import openvino now fails, as when not installed
+    monkeypatch.setattr(openvino_backend, "installed", lambda: False)
+    openvino_backend.core.cache_clear()
+    try:
+        model = build_model(artifact("t"), device="cpu")
+        assert (model.backend, model.precision) == ("onnxruntime", "int8")
+        with pytest.raises(MissingDependencyError, match=r'pip install "jina-onnx\[openvino\]"'):
+            build_model(artifact("t"), device="cpu", backend="openvino")
+    finally:
+        openvino_backend.core.cache_clear()
+
+
+@pytest.mark.parametrize(("speeds", "expected"), [((100.0, 300.0), "openvino"), ((300.0, 100.0), "onnxruntime")])
+def test_auto_measures_once_picks_the_faster_and_logs_it(artifact, tmp_path, monkeypatch: pytest.MonkeyPatch,
+                                                         caplog: pytest.LogCaptureFixture, speeds, expected) -> None:
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
+    measured = []
+    monkeypatch.setattr(backends, "measure_pair", lambda a, b: measured.append((a, b)) or speeds)
+    with caplog.at_level(logging.INFO, logger="jina_onnx"):
+        model = build_model(artifact("t"), device="cpu")
+    assert model.backend == expected
+    ((ort, ov),) = measured
+    assert ort.backend == "onnxruntime" and ort.precision == "int8" and ov.backend == "openvino"
+    assert f"backend auto: jina-embedding-t-en-v1 runs {expected}" in caplog.text
+    choices = json.loads((tmp_path / CHECKS_FILE).read_text())["backend"]
+    (choice,) = choices.values()
+    assert choice["backend"] == expected and len(choice["texts_per_s"]) == 2
+    # The verdict is cached: a second load measures nothing and gets the same engine.
+    again = build_model(artifact("t"), device="cpu")
+    assert again.backend == expected and len(measured) == 1
+    # An explicit ONNX Runtime-only precision never involves OpenVINO.
+    assert build_model(artifact("t"), device="cpu", precision="fp32-opt").backend == "onnxruntime"
+
+
+def test_real_measurement_gives_positive_speeds(artifact) -> None:
+    ort = build_model(artifact("t"), device="cpu", precision="fp32", backend="onnxruntime")
+    ov = build_model(artifact("t"), device="cpu", precision="fp32", backend="openvino")
+    a, b = backends.measure_pair(ort, ov, rounds=1)
+    assert a > 0 and b > 0
+
+
+def test_env_variable_sets_the_default(artifact, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(backends.ENV, "openvino")
+    assert build_model(artifact("t"), device="cpu", precision="fp32").backend == "openvino"
+    monkeypatch.setenv(backends.ENV, "tensorrt")
+    with pytest.raises(InputError, match=r"\$JINA_ONNX_BACKEND='tensorrt' is not one of auto, onnxruntime, openvino"):
+        build_model(artifact("t"), device="cpu")
+
+
+def test_threads_share_one_model(artifact) -> None:
+    model = build_model(artifact("s"), device="cpu", precision="fp32", backend="openvino")
+    texts = [f"sentence number {i} about {'weather ' * (i % 9)}" for i in range(64)]
+    expected = model.encode(texts)
+    results: dict[int, np.ndarray] = {}
+    errors: list[BaseException] = []
+
+    def work(k: int) -> None:
+        try:
+            for _ in range(3):
+                results[k] = model.encode(texts[k::4], batch_size=4)
+        except BaseException as e:  # noqa: BLE001 - reported by the assertion below
+            errors.append(e)
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(results) == 4
+    for k in range(4):
+        np.testing.assert_allclose(results[k], expected[k::4], atol=1e-5, rtol=0)
+
+
+def test_bad_requests_name_the_fix(artifact) -> None:
+    with pytest.raises(InputError, match="backend='gpu' is not one of auto, onnxruntime, openvino"):
+        build_model(artifact("t"), device="cpu", backend="gpu")
+    with pytest.raises(InputError, match=r"precision='int8' is an ONNX Runtime variant.*backend='onnxruntime'"):
+        build_model(artifact("t"), device="cpu", precision="int8", backend="openvino")
+    with pytest.raises(InputError, match="precision='bf16' runs on OpenVINO"):
+        build_model(artifact("t"), device="cpu", precision="bf16", backend="onnxruntime")
+    with pytest.raises(DeviceError, match="backend='openvino' runs on the CPU"):
+        build_model(artifact("t"), device="cuda", backend="openvino")
+
+
+def test_cli_runs_openvino(artifact, capsys: pytest.CaptureFixture[str]) -> None:
+    from jina_onnx.cli import main
+
+    assert main(["-q", "similarity", "-m", str(artifact("t")), "--backend", "openvino", "--precision", "fp32",
+                 "how is the weather today", "What is the current weather like today?"]) == 0
+    openvino_value = float(capsys.readouterr().out.strip().split()[-1])
+    assert main(["-q", "similarity", "-m", str(artifact("t")), "--backend", "onnxruntime", "--precision", "fp32",
+                 "how is the weather today", "What is the current weather like today?"]) == 0
+    assert abs(float(capsys.readouterr().out.strip().split()[-1]) - openvino_value) < 1e-4
+
+
+def test_home_dir_holds_the_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
+    backends.store_choice(home_dir(), "k", {"backend": "openvino", "precision": "bf16"})
+    assert backends.cached_choice(home_dir(), "k") == {"backend": "openvino", "precision": "bf16"}
+    (tmp_path / CHECKS_FILE).write_text("{half a file")  # a crash mid-write by an older version: measure again
+    assert backends.cached_choice(home_dir(), "k") is None
+
+
+def test_ray_runner_refuses_openvino(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:
+    from jina_onnx.cli import main
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("one\ntwo\n")
+    assert main(["-q", "embed", str(corpus), str(tmp_path / "out"), "--ray", "--backend", "openvino"]) == 1
+    assert "--ray runs ONNX Runtime" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
