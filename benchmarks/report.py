@@ -12,8 +12,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
 START, END = "<!-- benchmark-results:start -->", "<!-- benchmark-results:end -->"
-ORDER = ("torch fp32", "torch fp16", "ST ONNX fp32", "ST ONNX int8", "fastembed fp32", "jina-onnx fp32",
-         "jina-onnx fp32-opt", "jina-onnx fp16", "jina-onnx int8")
+ORDER = ("torch fp32", "torch fp16", "ST ONNX fp32", "ST ONNX int8", "ST OpenVINO default", "fastembed fp32",
+         "jina-onnx fp32", "jina-onnx fp32-opt", "jina-onnx fp16", "jina-onnx int8", "jina-onnx bf16")
 PLOTS = ("throughput", "batch-speedup", "quality-speed")
 SECTIONS = {"short": "short text", "long": "long text", "fixed128_b32": "128 tokens, batch 32"}
 # On CUDA the table shows the GPU-sized batches the suite adds there (short and 128-token texts at batch 256).
@@ -25,6 +25,9 @@ HEADLINE = {"cpu": (("fast", "int8 vs torch fp32"), ("torch fp32", "fp32 vs torc
             "cuda": (("fast", "fp16 vs torch fp16"), ("fast vs fp32", "fp16 vs torch fp32"),
                      ("torch fp32", "fp32 vs torch fp32"), ("st fp32", "fp32 vs ST ONNX fp32"),
                      ("fastembed", "fp32 vs fastembed fp32"))}
+
+
+BF16_HEADLINE = (("bf16", "bf16 (OpenVINO) vs torch fp32"), ("st openvino", "bf16 vs ST OpenVINO default"))
 
 
 def sections_of(data: dict) -> dict[str, str]:
@@ -68,7 +71,9 @@ def headline(model: dict, section: str) -> dict[str, str]:
             "torch fp32": ratio("jina-onnx fp32", "torch fp32"),
             "st fp32": ratio("jina-onnx fp32", "ST ONNX fp32"),
             "st int8": ratio("jina-onnx int8", "ST ONNX int8"),
-            "fastembed": ratio("jina-onnx fp32", "fastembed fp32")}
+            "fastembed": ratio("jina-onnx fp32", "fastembed fp32"),
+            "bf16": ratio("jina-onnx bf16", "torch fp32"),
+            "st openvino": ratio("jina-onnx bf16", "ST OpenVINO default")}
 
 
 def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") -> str:
@@ -81,7 +86,8 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
              f"Throughput in texts/s, median of {settings['rounds']} alternating rounds after a warm-up; in "
              "brackets the speedup over torch fp32 (sentence-transformers) in the same run. Short: "
              f"{settings['short_texts']} STS-dev sentences; long: {settings['long_texts']} passages of 400-511 "
-             "tokens; batch 32. Latency: one sentence per call. Cold start: import + load + first encode in a fresh "
+             "tokens" + (" (MiniLM, whose maximum is 256: 191-255)" if "minilm" in data["models"] else "")
+             + "; batch 32. Latency: one sentence per call. Cold start: import + load + first encode in a fresh "
              f"process (median of {settings['cold_repeats']}); peak RSS: of the first such process, after it embeds "
              "256 short and 8 long texts. Cosine: min over the short and long texts against torch fp32.", "",
              "| model | runner | " + " | ".join(name.replace("short text", "short").replace("long text", "long")
@@ -118,6 +124,8 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
             cells = [model["speedup_vs_torch_fp32"].get(f"fixed128_b{b}", {}).get(label) for b in batches]
             lines.append(f"| {size} | {label} | " + " | ".join("" if c is None else f"{c:.2f}x" for c in cells) + " |")
     columns = HEADLINE["cuda" if data.get("device") == "cuda" else "cpu"]
+    if any("jina-onnx bf16" in model["runners"] for model in data["models"].values()):
+        columns = (*columns, *BF16_HEADLINE)  # runs with the OpenVINO rows; older results render as they were
     lines += ["", "Headline ratios, jina-onnx over each baseline (texts/s; "
               + " / ".join(sections_of(data).values()).replace("short text", "short").replace("long text", "long")
               .replace("128 tokens, batch", "128 tokens batch") + "):", "",
@@ -126,6 +134,7 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
         per = [headline(model, section) for section in sections_of(data)]
         cells = [" / ".join(h[key] for h in per) for key, _ in columns]
         lines.append(f"| {size} | " + " | ".join(cells) + " |")
+    lines += options_table(data)
     lines += efficiency_table(data)
     minilm = data["minilm"]
     lines += ["", f"Quality on real weights: all-MiniLM-L6-v2, STS-dev Spearman x100 over {minilm['pairs']} pairs "
@@ -158,6 +167,33 @@ def efficiency_table(data: dict) -> list[str]:
     return ["", "Efficiency: texts/s through `encode` over texts/s of the bare session running the same batches "
             "pre-tokenized and pre-padded (1.00 = nothing lost on the host side):", "",
             "| model | runner | " + " | ".join(sections) + " |", "|---|---|" + "---|" * len(sections), *rows]
+
+
+def options_table(data: dict) -> list[str]:
+    """One row per jina-onnx option (engine x precision): speedup over torch fp32 at 128 tokens, batch 32, per
+    model, and the real MiniLM's STS Spearman. Only for runs with the OpenVINO rows (older results render as
+    they were)."""
+    if data.get("device") == "cuda" or not any("jina-onnx bf16" in m["runners"] for m in data["models"].values()):
+        return []
+    engine = {"bf16": "OpenVINO"}
+    labels = ordered({label for m in data["models"].values() for label in m["runners"] if label.startswith("jina-onnx")})
+    minilm = data["minilm"]["runners"]
+    reference = minilm.get("torch fp32", {}).get("spearman")
+    lines = ["", "CPU options, jina-onnx by engine and precision: speedup over torch fp32 (sentence-transformers) "
+             "on 128-token texts at batch 32, same run; STS-dev Spearman x100 of the real all-MiniLM-L6-v2"
+             + (f" (torch fp32: {reference:.2f})" if reference is not None else "") + ":", "",
+             "| engine | precision | " + " | ".join(data["models"]) + " | MiniLM Spearman |",
+             "|---|---|" + "---|" * (len(data["models"]) + 1)]
+    for label in labels:
+        precision = label.split(" ", 1)[1]
+        cells = []
+        for model in data["models"].values():
+            ratio = model["speedup_vs_torch_fp32"].get("fixed128_b32", {}).get(label)
+            cells.append("" if ratio is None else f"{ratio:.2f}x")
+        spearman = minilm.get(label, {}).get("spearman")
+        cells.append("" if spearman is None else f"{spearman:.2f}")
+        lines.append(f"| {engine.get(precision, 'ONNX Runtime')} | {precision} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _escape(text: str) -> str:

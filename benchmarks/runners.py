@@ -23,9 +23,9 @@ import numpy as np
 
 from .common import WORK, prepared_artifact, prepared_minilm
 
-RUNTIMES = ("torch", "st-onnx", "fastembed", "jina-onnx")
+RUNTIMES = ("torch", "st-onnx", "st-openvino", "fastembed", "jina-onnx")
 LIBRARY = {"jina-onnx": "jina_onnx", "torch": "sentence_transformers", "st-onnx": "sentence_transformers",
-           "fastembed": "fastembed"}
+           "st-openvino": "sentence_transformers", "fastembed": "fastembed"}
 
 Encode = Callable[[list[str], int, Optional[int]], np.ndarray]
 
@@ -33,14 +33,15 @@ Encode = Callable[[list[str], int, Optional[int]], np.ndarray]
 @dataclass(frozen=True)
 class RunnerSpec:
     runtime: str  # one of RUNTIMES
-    precision: str  # fp32, fp16, int8, fp32-opt
+    precision: str  # fp32, fp16, int8, fp32-opt; bf16 (jina-onnx on OpenVINO); default (OpenVINO's own choice)
     model: str  # t, s, b, l or minilm
     device: str  # cpu or cuda
     threads: int
 
     @property
     def label(self) -> str:
-        names = {"torch": "torch", "st-onnx": "ST ONNX", "fastembed": "fastembed", "jina-onnx": "jina-onnx"}
+        names = {"torch": "torch", "st-onnx": "ST ONNX", "st-openvino": "ST OpenVINO", "fastembed": "fastembed",
+                 "jina-onnx": "jina-onnx"}
         return f"{names[self.runtime]} {self.precision}"
 
     def to_json(self) -> str:
@@ -131,6 +132,9 @@ def prepare(spec: RunnerSpec) -> None:
     checkpoint = checkpoint_dir(spec.model)
     if spec.runtime == "torch":
         return
+    if spec.runtime == "st-openvino":
+        _check_st_openvino()
+        return
     directory = st_onnx_dir(spec.model)
     failure = directory / "UNSUPPORTED.json"
     if failure.is_file():  # an earlier run's attempt; the log says where, the table shows only the reason
@@ -170,6 +174,8 @@ def load(spec: RunnerSpec) -> Encode:
         return _load_st_onnx(spec)
     if spec.runtime == "fastembed":
         return _load_fastembed(spec)
+    if spec.runtime == "st-openvino":
+        return _load_st_openvino(spec)
     raise ValueError(f"unknown runtime {spec.runtime!r}; expected one of {RUNTIMES}")
 
 
@@ -177,8 +183,10 @@ def _load_jina_onnx(spec: RunnerSpec) -> Encode:
     from jina_onnx import build_model
     from jina_onnx.batching import sort_windows
 
+    # bf16 is model.onnx on OpenVINO; every other precision is pinned to ONNX Runtime so a label means one engine.
     model = build_model(artifact_dir(spec.model), device=spec.device, precision=spec.precision,
-                        threads=spec.threads if spec.device == "cpu" else None)
+                        threads=spec.threads if spec.device == "cpu" else None,
+                        backend="openvino" if spec.precision == "bf16" else "onnxruntime")
 
     def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
         # The default budget (8192 tokens) would cut 128 x 128 into two calls; a batch-size sweep lifts it.
@@ -227,6 +235,32 @@ def _load_st_onnx(spec: RunnerSpec) -> Encode:
     model = SentenceTransformer(str(st_onnx_dir(spec.model)), device=spec.device, backend="onnx",
                                 model_kwargs={"file_name": st_onnx_file(spec.precision), "provider": provider,
                                               "session_options": options})
+
+    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
+        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
+
+    return encode
+
+
+# Why sentence-transformers' OpenVINO backend is not in our lock: measured with pip's resolver on 2026-11-27.
+ST_OPENVINO_BLOCKED = ("sentence-transformers' OpenVINO backend needs optimum-intel (2.2.0), which requires "
+                       "optimum 2.3.0 and resolves torch to 2.14.1 with CUDA wheels; this suite pins optimum 2.1.0 "
+                       "and the CPU torch 2.13.0")
+
+
+def _check_st_openvino() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("optimum.intel") is None:
+        raise Unsupported(ST_OPENVINO_BLOCKED)
+
+
+def _load_st_openvino(spec: RunnerSpec) -> Encode:
+    from sentence_transformers import SentenceTransformer
+
+    # OpenVINO's default precision: bf16 on CPUs with bf16 units, as a user of backend="openvino" gets it.
+    model = SentenceTransformer(str(checkpoint_dir(spec.model)), device="cpu", backend="openvino",
+                                model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": spec.threads}})
 
     def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
         return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)

@@ -1,6 +1,6 @@
 """The side-by-side benchmark: jina-onnx against PyTorch, sentence-transformers' ONNX backend and fastembed.
 
-One process, one machine, the same texts for every runner. For each model it measures throughput on
+One machine, the same texts for every runner, each runner in its own process (benchmarks/isolated.py). For each model it measures throughput on
 short text (STS-dev sentences), long text (400-511-token passages) and fixed 128-token inputs at batch
 sizes 1, 8, 32 and 128; batch-1 latency percentiles; cold start and peak RSS (each in a fresh process);
 and quality as cosine to the torch fp32 reference. MiniLM (real weights) adds STS-dev Spearman per runner.
@@ -22,7 +22,8 @@ from typing import Callable
 
 import numpy as np
 
-from .runners import RunnerSpec, Unsupported, artifact_dir, load, prepare
+from .isolated import RemoteRunner
+from .runners import RunnerSpec, Unsupported, artifact_dir
 from .sts import load_sts, sts_spearman
 from .workloads import fixed_length_texts, long_passages, short_texts
 
@@ -31,7 +32,8 @@ GPU_BATCH = 256
 SETTLE_S = 0.2
 RSS_SHORT, RSS_LONG = 256, 8  # texts the cold-start process embeds before its peak RSS is read
 DEFAULT_PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}
-BASELINES = {"cpu": (("torch", "fp32"), ("st-onnx", "fp32"), ("st-onnx", "int8"), ("fastembed", "fp32")),
+BASELINES = {"cpu": (("torch", "fp32"), ("st-onnx", "fp32"), ("st-onnx", "int8"), ("st-openvino", "default"),
+                     ("fastembed", "fp32")),
              "cuda": (("torch", "fp32"), ("torch", "fp16"), ("st-onnx", "fp32"), ("fastembed", "fp32"))}
 
 
@@ -57,6 +59,17 @@ FULL = Settings(short_texts=512, long_texts=24, fixed_texts={1: 24, 8: 48, 32: 9
                 rounds=3, cold_repeats=3, minilm_pairs=0)  # t, s, b: about 30 minutes on 2 CPU cores
 
 
+def bf16_available() -> bool:
+    """Whether jina-onnx bf16 (OpenVINO) can run here: the default CPU run adds it then."""
+    from jina_onnx import openvino_backend
+
+    return openvino_backend.installed() and openvino_backend.cpu_has_bf16()
+
+
+def default_precisions(device: str) -> tuple[str, ...]:
+    return DEFAULT_PRECISIONS[device] + (("bf16",) if device == "cpu" and bf16_available() else ())
+
+
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -76,14 +89,13 @@ def _error(error: BaseException) -> str:
 
 
 def start_runners(specs: list[RunnerSpec]) -> tuple[dict[str, RunnerSpec], dict[str, Callable], dict[str, dict]]:
-    """Prepare and load every runner; one that cannot run is recorded, not fatal."""
+    """Start every runner in its own process; one that cannot run is recorded, not fatal."""
     ready: dict[str, RunnerSpec] = {}
     encoders: dict[str, Callable] = {}
     status: dict[str, dict] = {}
     for spec in specs:
         try:
-            prepare(spec)
-            encoders[spec.label] = load(spec)
+            encoders[spec.label] = RemoteRunner(spec)
             ready[spec.label] = spec
             status[spec.label] = {"status": "ok", "spec": asdict(spec)}
         except Unsupported as error:
@@ -95,6 +107,12 @@ def start_runners(specs: list[RunnerSpec]) -> tuple[dict[str, RunnerSpec], dict[
             status[spec.label] = {"status": "failed", "reason": _error(error), "spec": asdict(spec)}
             log(f"  {spec.label}: failed to load: {_error(error)}")
     return ready, encoders, status
+
+
+def close(encoders: dict[str, Callable]) -> None:
+    for encode in encoders.values():
+        encode.close()
+    encoders.clear()
 
 
 def settle() -> None:
@@ -119,9 +137,8 @@ def timed_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: in
     for _ in range(rounds):
         for label, encode in encoders.items():
             settle()
-            start = time.perf_counter()
             outputs[label] = encode(texts, batch_size, token_budget)
-            samples[label].append(time.perf_counter() - start)
+            samples[label].append(encode.seconds)  # timed in the runner's process, without the pipe
     return samples, outputs
 
 
@@ -137,9 +154,8 @@ def raw_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: int,
     for _ in range(rounds):
         for label, run in prepared.items():
             settle()
-            start = time.perf_counter()
             run()
-            samples[label].append(time.perf_counter() - start)
+            samples[label].append(run.seconds)
     return samples
 
 
@@ -162,9 +178,8 @@ def latency(encoders: dict[str, Callable], sentences: list[str], blocks: int = 3
             for sentence in sentences[:5]:
                 encode([sentence], 1, None)
             for sentence in chunk:
-                start = time.perf_counter()
                 encode([sentence], 1, None)
-                samples[label].append((time.perf_counter() - start) * 1000)
+                samples[label].append(encode.seconds * 1000)
     return {label: {f"p{q}_ms": float(np.percentile(s, q)) for q in (50, 95, 99)} | {"calls": len(s)}
             for label, s in samples.items()}
 
@@ -208,7 +223,9 @@ def benchmark_model(model: str, device: str, precisions: tuple[str, ...], runtim
     ready, encoders, status = start_runners(specs)
     tokenizer = tokenizer_for(model)
     short = short_texts(settings.short_texts)
-    long = long_passages(tokenizer, settings.long_texts)
+    # Under the model's maximum (MiniLM's is 256), so no runner truncates and all embed the same tokens.
+    high = min(511, tokenizer.max_length - 1)
+    long = long_passages(tokenizer, settings.long_texts, low=min(400, high * 3 // 4), high=high)
     sections: dict[str, tuple[list[str], int, int | None]] = {"short": (short, 32, None), "long": (long, 32, None)}
     for batch, count in settings.fixed_texts.items():
         sections[f"fixed128_b{batch}"] = (fixed_length_texts(tokenizer, count), batch, batch * 128)
@@ -235,7 +252,7 @@ def benchmark_model(model: str, device: str, precisions: tuple[str, ...], runtim
         for label in encoders:
             cos = np.concatenate([cosine_rows(outputs[s][label], outputs[s][REFERENCE]) for s in ("short", "long")])
             quality[label] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
-    encoders.clear()  # free the in-process models before the cold-start children run
+    close(encoders)  # end the runner processes before the cold-start children run
     cold = {}
     for label in [label for label, s in status.items() if s["status"] == "ok"]:
         log(f"model {model}: cold start of {label} ({settings.cold_repeats} fresh process(es))")
@@ -265,15 +282,17 @@ def minilm_quality(device: str, precisions: tuple[str, ...], runtimes: tuple[str
         log(f"minilm: STS-dev through {label}")
         try:
             encode(first[:64], 32, None)
-            start = time.perf_counter()
-            a, b = encode(first, 32, None), encode(second, 32, None)
-            seconds = time.perf_counter() - start
+            a = encode(first, 32, None)
+            seconds = encode.seconds
+            b = encode(second, 32, None)
+            seconds += encode.seconds
             results[label] = {"spearman": sts_spearman(a, b, scores), "texts_per_s": 2 * len(first) / seconds}
         except Exception as error:
             results[label] = {"error": _error(error)}
     for label, s in status.items():
         if s["status"] != "ok":
             results[label] = {"error": s["reason"], "status": s["status"]}
+    close(encoders)
     return {"pairs": len(first), "runners": results}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -19,6 +20,8 @@ from benchmarks.runners import RunnerSpec, Unsupported
 
 ROOT = Path(__file__).resolve().parent.parent
 EXPECTED_RUNNERS = {"torch fp32", "ST ONNX fp32", "ST ONNX int8", "fastembed fp32", "jina-onnx fp32", "jina-onnx int8"}
+if suite.bf16_available():  # OpenVINO installed (the CI lock has it) on a CPU with bf16 units
+    EXPECTED_RUNNERS |= {"jina-onnx bf16"}
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -64,6 +67,9 @@ def test_one_command_writes_json_markdown_and_plots(artifact, checkpoint, minilm
     assert markdown == render_markdown(data, heading="#")
     assert all(f"| t | {label} |" in markdown for label in EXPECTED_RUNNERS)
     assert "Efficiency: texts/s through `encode`" in markdown and "| t | jina-onnx int8 | " in markdown
+    if "jina-onnx bf16" in EXPECTED_RUNNERS:  # the OpenVINO rows: headline columns and the options table
+        assert "bf16 (OpenVINO) vs torch fp32" in markdown and "| OpenVINO | bf16 | " in markdown
+        assert model["runners"]["ST OpenVINO default"]["status"] == "unsupported"  # optimum-intel: not in the lock
     for kind in ("throughput", "batch-speedup", "quality-speed"):
         width, height = png_size(out / f"{data['stem']}-{kind}.png")
         assert width > 600 and height > 300
@@ -77,16 +83,24 @@ def fake_encoder(dim: int, fail: bool = False):  # type: ignore[no-untyped-def]
     return encode
 
 
-def test_unsupported_and_failing_baselines_are_reported_not_fatal(t_model, monkeypatch) -> None:
-    def prepare(spec: RunnerSpec) -> None:
+class FakeRunner:
+    """RemoteRunner's interface in this process, so the suite's bookkeeping can be tested without models."""
+
+    def __init__(self, spec: RunnerSpec) -> None:
         if spec.runtime == "st-onnx":
             raise Unsupported("ValueError: Input decoder_input_ids is required by model but not provided.")
+        self.encode, self.seconds = fake_encoder(8, fail=spec.runtime == "fastembed"), 0.0
 
-    def load(spec: RunnerSpec):  # type: ignore[no-untyped-def]
-        return fake_encoder(8, fail=spec.runtime == "fastembed")
+    def __call__(self, texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
+        self.seconds = 1e-3
+        return self.encode(texts, batch_size, token_budget)
 
-    monkeypatch.setattr(suite, "prepare", prepare)
-    monkeypatch.setattr(suite, "load", load)
+    def close(self) -> None:
+        pass
+
+
+def test_unsupported_and_failing_baselines_are_reported_not_fatal(t_model, monkeypatch) -> None:
+    monkeypatch.setattr(suite, "RemoteRunner", FakeRunner)
     monkeypatch.setattr(suite, "tokenizer_for", lambda model: t_model.tokenizer)
     monkeypatch.setattr(suite, "cold_start", lambda spec, workloads, repeats: {"total_s": 1.0, "peak_rss_mb": 2.0})
     monkeypatch.setattr(suite, "SETTLE_S", 0)
@@ -191,3 +205,29 @@ def test_cuda_headline_compares_fp16_with_torch_fp16_and_shows_efficiency() -> N
     assert "| model | fp16 vs torch fp16 | fp16 vs torch fp32 |" in text and "int8 vs torch fp32" not in text
     assert "| l | 2.00x / 2.00x / 2.00x | 4.00x / 4.00x / 4.00x |" in text  # fp16 4000 vs torch fp16 2000
     assert "| short, batch 256 | long | 128 tokens, batch 256 |" in text and "| l | jina-onnx fp16 | 0.90 (4,444/s raw)" in text
+
+
+def test_each_runner_has_its_own_process_and_a_crash_is_reported(artifact, tmp_path: Path, monkeypatch) -> None:
+    work = tmp_path / "bench"
+    shutil.copytree(artifact("t"), work / "artifacts" / "jina-embedding-t-en-v1")
+    monkeypatch.setenv("JINA_ONNX_BENCH_HOME", str(work))  # read by the runner processes
+    monkeypatch.setattr(suite, "SETTLE_S", 0)
+    specs = [RunnerSpec("jina-onnx", precision, "t", "cpu", 1) for precision in ("fp32", "int8")]
+    _, encoders, status = suite.start_runners(specs)
+    try:
+        pids = {label: encode._process.pid for label, encode in encoders.items()}
+        assert len(set(pids.values()) | {os.getpid()}) == 3  # two children, none of them us
+        texts = ["how is the weather today", "What is the current weather like today?"]
+        samples, outputs = suite.timed_rounds(encoders, texts, 2, None, 1, status)
+        assert set(samples) == set(pids) and all(s[0] > 0 for s in samples.values())
+        assert outputs["jina-onnx fp32"].shape == (2, 312)
+        assert set(suite.raw_rounds(encoders, texts, 2, None, 1)) == set(pids)  # the raw ceiling crosses too
+        os.kill(pids["jina-onnx int8"], signal.SIGKILL)  # what the out-of-memory killer does
+        samples, _ = suite.timed_rounds(encoders, texts, 2, None, 1, status)
+        assert set(samples) == {"jina-onnx fp32"} and samples["jina-onnx fp32"][0] > 0  # the rest go on
+        assert status["jina-onnx int8"]["status"] == "failed"
+        assert "process died (killed by signal SIGKILL)" in status["jina-onnx int8"]["reason"]
+    finally:
+        suite.close(encoders)
+    assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+                   for pid in pids.values())
