@@ -40,12 +40,12 @@ class RemoteRunner:
     cannot load; `raw` exists only for runners that offer a raw-session ceiling (jina-onnx).
     """
 
-    def __init__(self, spec: RunnerSpec) -> None:
+    def __init__(self, spec: RunnerSpec, target: Callable[[Any, str], None] | None = None) -> None:
         self.spec = spec
         self.seconds = 0.0
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or models
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, spec.to_json()), daemon=True,
+        self._process = context.Process(target=target or _serve, args=(child, spec.to_json()), daemon=True,
                                         name=f"runner {spec.label}")
         self._process.start()
         child.close()
@@ -58,6 +58,13 @@ class RemoteRunner:
             raise RuntimeError(reply[1])
         if reply[1]:  # the worker's runner has a raw-session ceiling
             self.raw = self._raw
+
+    @classmethod
+    def prepare(cls, spec: RunnerSpec) -> None:
+        """Run `runners.prepare` (exports, sentence-transformers' ONNX export) in a process of its own that
+        then ends: an export holds the PyTorch model and its traces (13.7 GB for l), which must not stay
+        resident in the runner that is timed next. Raises Unsupported or RuntimeError as the runner would."""
+        cls(spec, target=_prepare_only).close()
 
     def __call__(self, texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
         out, self.seconds = self._ask(("encode", texts, batch_size, token_budget))
@@ -110,6 +117,23 @@ class RemoteRunner:
         return RunnerDied(f"{self.spec.label}: its process died ({why}){hint}")
 
 
+def _prepare_only(conn: Any, spec_json: str) -> None:
+    spec = RunnerSpec.from_json(spec_json)
+    try:
+        prepare(spec)
+    except Unsupported as error:
+        conn.send(("unsupported", str(error), error.cached))
+        return
+    except Exception as error:
+        conn.send(("error", _describe(error)))
+        return
+    conn.send(("ready", False))
+    try:
+        conn.recv()  # the parent's "stop"
+    except EOFError:
+        pass
+
+
 def _serve(conn: Any, spec_json: str) -> None:
     """The child: load one runner, then answer the parent's calls until told to stop."""
     import warnings
@@ -117,7 +141,7 @@ def _serve(conn: Any, spec_json: str) -> None:
     warnings.simplefilter("ignore")  # third-party notices would interleave with the parent's progress lines
     spec = RunnerSpec.from_json(spec_json)
     try:
-        prepare(spec)
+        prepare(spec)  # already done by RemoteRunner.prepare in the suite: only checks that the files are there
         encode = load(spec)
     except Unsupported as error:
         conn.send(("unsupported", str(error), error.cached))

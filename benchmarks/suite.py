@@ -95,6 +95,7 @@ def start_runners(specs: list[RunnerSpec]) -> tuple[dict[str, RunnerSpec], dict[
     status: dict[str, dict] = {}
     for spec in specs:
         try:
+            RemoteRunner.prepare(spec)
             encoders[spec.label] = RemoteRunner(spec)
             ready[spec.label] = spec
             status[spec.label] = {"status": "ok", "spec": asdict(spec)}
@@ -135,26 +136,49 @@ def timed_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: in
             log(f"  {label}: failed: {_error(error)}")
             del encoders[label]
     for _ in range(rounds):
-        for label, encode in encoders.items():
+        for label, encode in list(encoders.items()):
             settle()
-            outputs[label] = encode(texts, batch_size, token_budget)
+            try:
+                outputs[label] = encode(texts, batch_size, token_budget)
+            except Exception as error:  # a runner that dies mid-run (out of memory) is reported; the rest go on
+                drop(label, error, encoders, status)
+                samples.pop(label, None)
+                outputs.pop(label, None)
+                continue
             samples[label].append(encode.seconds)  # timed in the runner's process, without the pipe
     return samples, outputs
+
+
+def drop(label: str, error: BaseException, encoders: dict[str, Callable], status: dict[str, dict]) -> None:
+    """Record a runner that failed during the run as failed, stop its process and leave it out from here on."""
+    status[label].update(status="failed", reason=_error(error))
+    log(f"  {label}: failed: {_error(error)}")
+    encoders.pop(label).close()
 
 
 def raw_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: int, token_budget: int | None,
                rounds: int) -> dict[str, list[float]]:
     """Time the runners that expose a raw-session ceiling (jina-onnx) on pre-built inputs of the same batches,
     alternating like `timed_rounds`, right after it."""
-    prepared = {label: encode.raw(texts, batch_size, token_budget) for label, encode in encoders.items()
-                if hasattr(encode, "raw")}
-    samples: dict[str, list[float]] = {label: [] for label in prepared}
-    for run in prepared.values():
-        run()  # warm-up
+    prepared, samples = {}, {}
+    for label, encode in encoders.items():
+        if hasattr(encode, "raw"):
+            try:
+                prepared[label] = encode.raw(texts, batch_size, token_budget)
+                prepared[label]()  # warm-up
+                samples[label] = []
+            except Exception as error:  # no ceiling for this runner; timed_rounds reports a dead one
+                prepared.pop(label, None)
+                log(f"  {label}: raw session failed: {_error(error)}")
     for _ in range(rounds):
-        for label, run in prepared.items():
+        for label, run in list(prepared.items()):
             settle()
-            run()
+            try:
+                run()
+            except Exception as error:
+                log(f"  {label}: raw session failed: {_error(error)}")
+                del prepared[label], samples[label]
+                continue
             samples[label].append(run.seconds)
     return samples
 
@@ -166,20 +190,25 @@ def summarize(seconds: list[float], texts: int, tokens: int) -> dict[str, float]
             "texts_per_s_min": texts / max(seconds), "texts_per_s_max": texts / min(seconds)}
 
 
-def latency(encoders: dict[str, Callable], sentences: list[str], blocks: int = 3) -> dict[str, dict[str, float]]:
+def latency(encoders: dict[str, Callable], sentences: list[str], status: dict[str, dict],
+            blocks: int = 3) -> dict[str, dict[str, float]]:
     """Batch-1 latency: each runner takes its share of the sentences in turn, in `blocks` alternating blocks,
     after a pause and five untimed calls, so drift and the other runners' idle threads hit all alike."""
     samples: dict[str, list[float]] = {label: [] for label in encoders}
     size = -(-len(sentences) // blocks)
     for block in range(blocks):
         chunk = sentences[block * size : (block + 1) * size]
-        for label, encode in encoders.items():
+        for label, encode in list(encoders.items()):
             settle()
-            for sentence in sentences[:5]:
-                encode([sentence], 1, None)
-            for sentence in chunk:
-                encode([sentence], 1, None)
-                samples[label].append(encode.seconds * 1000)
+            try:
+                for sentence in sentences[:5]:
+                    encode([sentence], 1, None)
+                for sentence in chunk:
+                    encode([sentence], 1, None)
+                    samples[label].append(encode.seconds * 1000)
+            except Exception as error:
+                drop(label, error, encoders, status)
+                del samples[label]
     return {label: {f"p{q}_ms": float(np.percentile(s, q)) for q in (50, 95, 99)} | {"calls": len(s)}
             for label, s in samples.items()}
 
@@ -246,10 +275,10 @@ def benchmark_model(model: str, device: str, precisions: tuple[str, ...], runtim
             throughput[name][label] |= {"raw_texts_per_s": ceiling,
                                         "efficiency": throughput[name][label]["texts_per_s"] / ceiling}
     log(f"model {model}: batch-1 latency ({settings.latency_calls} calls per runner)")
-    latencies = latency(encoders, short_texts(0)[-settings.latency_calls:])
+    latencies = latency(encoders, short_texts(0)[-settings.latency_calls:], status)
     quality = {}
-    if REFERENCE in outputs["short"]:
-        for label in encoders:
+    if all(REFERENCE in outputs[s] for s in ("short", "long")):
+        for label in [label for label in encoders if all(label in outputs[s] for s in ("short", "long"))]:
             cos = np.concatenate([cosine_rows(outputs[s][label], outputs[s][REFERENCE]) for s in ("short", "long")])
             quality[label] = {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min())}
     close(encoders)  # end the runner processes before the cold-start children run
