@@ -142,6 +142,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-batch-wait-ms", type=float, default=0.0,
                        help="how long an idle device waits for a batch to fill (default 0: run at once)")
     serve.add_argument("--max-queue", type=int, default=256, help="waiting requests per model before 429 (256)")
+    serve.add_argument("--batches-in-flight", type=int, default=None,
+                       help="batches of one model run at once (default: 2 on a CPU with ONNX Runtime, each on "
+                            "half the cores; else 1)")
     serve.add_argument("--max-inputs-per-request", type=int, default=2048, help="texts per request (2048, as OpenAI)")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="request body size (8 MiB)")
     serve.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY' (default: "
@@ -204,10 +207,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     from .errors import InputError
 
-    for option in ("port", "max_queue", "max_inputs_per_request", "max_request_bytes", "max_batch_tokens"):
+    for option in ("port", "max_queue", "max_inputs_per_request", "max_request_bytes", "max_batch_tokens",
+                   "batches_in_flight"):
         value = getattr(args, option)
         if value is not None and (value < (0 if option == "port" else 1) or value > (65535 if option == "port" else 1 << 40)):
             raise InputError(f"--{option.replace('_', '-')}={value} is out of range")
+    if args.batches_in_flight is not None and args.batches_in_flight > 64:
+        raise InputError(f"--batches-in-flight={args.batches_in_flight} is over 64: each batch in flight takes a "
+                         "thread; use about the number of CPU cores")
     if args.max_batch_wait_ms < 0:
         raise InputError(f"--max-batch-wait-ms={args.max_batch_wait_ms} must be 0 or more")
     from .server import Limits, serve
@@ -217,7 +224,7 @@ def _serve(args: argparse.Namespace) -> int:
                     max_request_bytes=args.max_request_bytes)
     serve(args.model or ["jina-embedding-t-en-v1"], host=args.host, port=args.port, device=args.device,
           precision=args.precision, threads=args.threads, limits=limits, backend=args.backend,
-          api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None)
+          batches_in_flight=args.batches_in_flight, api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None)
     return 0
 
 

@@ -232,10 +232,12 @@ class EmbeddingModel:
                 yield self._finish(out, normalize)
         self._warn_truncated(truncated, seen, limit)
 
-    def embed_token_ids(self, ids: list[list[int]], *, token_budget: int | None = None) -> FloatArray:
+    def embed_token_ids(self, ids: list[list[int]], *, token_budget: int | None = None,
+                        batch_size: int | None = None) -> FloatArray:
         """Embed already tokenized texts (from `model.tokenizer.tokenize`), float32 (len(ids), dim), not
         normalized, in the given order. For callers that batch by token counts themselves (the server):
-        the same length sorting, bucketing and budget as `encode`, without tokenizing twice.
+        the same length sorting, bucketing and budget as `encode`, without tokenizing twice. `batch_size`
+        caps the texts per ONNX call (default: all of them, within the token budget).
 
         Example:
             >>> tokens = model.tokenizer.tokenize(["a text", "another one"])  # doctest: +SKIP
@@ -245,7 +247,7 @@ class EmbeddingModel:
         budget = self.default_token_budget if token_budget is None else token_budget
         out = np.empty((len(ids), self.dim), dtype=np.float32)  # (n, dim)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
-        for rows in plan_batches(lengths, len(ids) or 1, budget, self.max_length):
+        for rows in plan_batches(lengths, batch_size or len(ids) or 1, budget, self.max_length):
             out[rows] = self._infer(self._prepare([ids[i] for i in rows], rows, lone=len(ids) == 1))
         return out
 

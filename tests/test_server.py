@@ -133,6 +133,31 @@ def test_64_concurrent_clients_get_their_own_rows(served) -> None:
     assert "jina_onnx_request_seconds_bucket" in metrics and "jina_onnx_queue_depth" in metrics
 
 
+def test_benchmark_load_generator_reads_whole_responses(served) -> None:
+    """The benchmark's raw HTTP/1.1 client gets the same bytes as httpx, and its loop counts no failures."""
+    from benchmarks.serve import _Connection, load, post_request, run_loop
+
+    url, models = served
+    body = json.dumps({"model": T_NAME, "input": mixed(5, 7)}).encode()
+
+    async def one() -> tuple[int, bytes]:
+        connection = await _Connection.open("127.0.0.1", int(url.rsplit(":", 1)[1]))
+        try:
+            first = await connection.exchange(post_request(f"{url}/v1/embeddings", body))
+            second = await connection.exchange(post_request(f"{url}/v1/embeddings", body))  # same keep-alive socket
+        finally:
+            connection.close()
+        assert first == second
+        return first
+
+    status, raw = run_loop(one())
+    assert status == 200
+    assert json.loads(raw) == httpx.post(f"{url}/v1/embeddings", content=body,
+                                         headers={"Content-Type": "application/json"}).json()
+    row = run_loop(load(f"{url}/v1/embeddings", T_NAME, mixed(30, 8), per_request=3, concurrency=4, requests=40))
+    assert row["failures"] == 0 and row["requests"] == 40 and row["texts_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"]
+
+
 def test_overload_answers_429_then_recovers(artifact) -> None:
     long_texts = [" ".join(load_sts()[0][i : i + 12]) for i in range(0, 48 * 12, 12)]
 
@@ -208,14 +233,24 @@ def test_sigterm_finishes_requests_in_flight(artifact) -> None:
 class SlowModel:
     """Stands in for EmbeddingModel: records each batch, takes 50 ms, returns each text's first id."""
 
-    name, dim, default_token_budget = "slow", 1, 100
+    name, dim, default_token_budget, device = "slow", 1, 100, "cpu"
 
     def __init__(self) -> None:
         self.batches: list[list[list[int]]] = []
+        self.sub_batches: list[int | None] = []
+        self.running = self.most_at_once = 0
+        self.lock = threading.Lock()
 
-    def embed_token_ids(self, ids: list[list[int]], *, token_budget: int | None = None) -> np.ndarray:
-        self.batches.append(ids)
+    def embed_token_ids(self, ids: list[list[int]], *, token_budget: int | None = None,
+                        batch_size: int | None = None) -> np.ndarray:
+        with self.lock:
+            self.batches.append(ids)
+            self.sub_batches.append(batch_size)
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
         time.sleep(0.05)
+        with self.lock:
+            self.running -= 1
         return np.array([[seq[0]] for seq in ids], dtype=np.float32)
 
 
@@ -242,6 +277,36 @@ def test_batcher_budget_no_starvation_cancellation_and_queue_limit() -> None:
     asyncio.run(asyncio.wait_for(main(), timeout=30))
     firsts = [[seq[0] for seq in batch] for batch in model.batches]
     assert firsts == [[1], [2], [4, 5]]  # 300 tokens ran alone, the cancelled request never ran
+    assert model.most_at_once == 1 and set(model.sub_batches) == {8}  # CPU: length-sorted calls of 8 texts
+
+
+def test_batcher_runs_batches_in_flight_at_once_and_each_request_gets_its_rows() -> None:
+    model = SlowModel()
+
+    async def main() -> list[np.ndarray]:
+        batcher = Batcher(model, max_batch_tokens=20, in_flight=2)  # type: ignore[arg-type]
+        batcher.start()
+        jobs = [asyncio.ensure_future(batcher.embed([[i] * 10, [100 + i] * 10])) for i in range(6)]
+        done = await asyncio.gather(*jobs)
+        await batcher.stop()
+        return done
+
+    results = asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert [r.ravel().tolist() for r in results] == [[i, 100 + i] for i in range(6)]
+    assert model.most_at_once == 2 and len(model.batches) == 6  # two ran at once, never more
+    model.batches.clear()
+
+    async def lone() -> np.ndarray:  # one request of 20 texts with both slots free: two parts at once
+        batcher = Batcher(model, max_batch_tokens=1000, in_flight=2)  # type: ignore[arg-type]
+        batcher.start()
+        out = await batcher.embed([[i] for i in range(20)])
+        await batcher.stop()
+        return out
+
+    assert asyncio.run(asyncio.wait_for(lone(), timeout=30)).ravel().tolist() == list(range(20))
+    assert sorted(len(b) for b in model.batches) == [10, 10]
+    with pytest.raises(ValueError, match="in_flight"):
+        Batcher(model, max_batch_tokens=20, in_flight=0)  # type: ignore[arg-type]
 
 
 def test_serve_help_loads_no_server_stack() -> None:
@@ -256,10 +321,15 @@ def test_serve_refuses_bad_limits(capsys) -> None:
 
     assert main(["serve", "--max-queue", "0"]) == 1
     assert "--max-queue=0 is out of range" in capsys.readouterr().err
+    assert main(["serve", "--batches-in-flight", "0"]) == 1
+    assert "--batches-in-flight=0 is out of range" in capsys.readouterr().err
+    assert main(["serve", "--batches-in-flight", "1000"]) == 1
+    assert "--batches-in-flight=1000 is over 64" in capsys.readouterr().err
 
 
 def test_readme_serve_section_names_real_options() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
     for option in ("--max-batch-tokens", "--max-batch-wait-ms", "--max-queue", "--max-inputs-per-request",
-                   "--max-request-bytes", "--api-key", "JINA_ONNX_API_KEY", 'pip install "jina-onnx[serve'):
+                   "--max-request-bytes", "--batches-in-flight", "--api-key", "JINA_ONNX_API_KEY",
+                   'pip install "jina-onnx[serve'):
         assert option in readme
