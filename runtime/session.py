@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -79,32 +78,6 @@ def missing_cuda_libraries() -> list[str]:
     return missing
 
 
-_ARENA_LOCK = threading.Lock()
-_ARENA: dict[str, bool] = {}
-
-
-def shared_cpu_arena(ort: Any) -> bool:
-    """Register, once per process, the CPU memory arena our sessions share; False if that failed.
-
-    ONNX Runtime's default CPU arena grows by doubling its last extension (kNextPowerOfTwo) and never gives
-    memory back, so a long run of free-length texts climbs in late steps of 100 MB and more (+5.9% and +8.5%
-    in two 30-minute soaks). This arena extends by exactly what was asked (kSameAsRequested) and is shared,
-    so several models in a server reuse one pool. Measured on t int8 (2 cores): throughput unchanged (short
-    texts 2,267 -> 2,310/s, 512-token passages 39.1 -> 41.0/s), where disabling the arena cost 6% and 34%
-    and shrinking it after every run 10% and 15%.
-    """
-    with _ARENA_LOCK:
-        if "ok" not in _ARENA:
-            try:
-                info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
-                ort.create_and_register_allocator(info, ort.OrtArenaCfg({"arena_extend_strategy": 1}))
-                _ARENA["ok"] = True
-            except Exception as e:  # another owner registered one already, or an old build: per-session arenas
-                log.debug("jina-onnx: shared CPU arena not registered (%s)", e)
-                _ARENA["ok"] = False
-        return _ARENA["ok"]
-
-
 def session_options(threads: int | None, allow_spinning: bool = True) -> Any:
     ort = require("onnxruntime", "cpu")
     options = ort.SessionOptions()  # type: ignore[attr-defined]
@@ -116,8 +89,6 @@ def session_options(threads: int | None, allow_spinning: bool = True) -> Any:
     # leak (onnxruntime issues 11118, 9313). The arena alone reuses its blocks across shapes.
     options.enable_mem_pattern = False
     options.log_severity_level = 3  # ORT's warnings about unused initializers are noise to users
-    if shared_cpu_arena(ort):
-        options.add_session_config_entry("session.use_env_allocators", "1")
     if not allow_spinning:
         # Idle intra-op threads otherwise busy-wait, taking cores from other work in the process (a server's
         # event loop): at concurrency 1 it doubled jina-onnx serve's p99 on 2 cores (6.4 vs 3.1 ms).

@@ -99,20 +99,6 @@ def test_bad_arguments(t_model, artifact) -> None:
         cos_sim([1, 2, 3], [1, 2])
 
 
-def test_cpu_sessions_share_one_arena_that_grows_by_what_is_asked(t_model, artifact) -> None:
-    import onnxruntime as ort
-
-    from jina_onnx.session import shared_cpu_arena
-
-    assert shared_cpu_arena(ort) and shared_cpu_arena(ort)  # registered once; asking again is harmless
-    other = build_model(artifact("s"), device="cpu", precision="fp32")
-    for model in (t_model, other):
-        assert model.session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
-    before = t_model.encode(["a text", "another one"])
-    other.encode(["word " * 300] * 4)  # the other session grows the shared arena
-    np.testing.assert_array_equal(t_model.encode(["a text", "another one"]), before)
-
-
 def test_device_selection() -> None:
     cpu_only = ["CPUExecutionProvider"]
     with_cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
