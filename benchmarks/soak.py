@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--model", default="t", help="size letter of the synthetic model (t, s, b, l)")
     parser.add_argument("--precision", default="auto")
+    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"],
+                        help="CPU engine (auto, as build_model: OpenVINO bf16 where it is installed and faster)")
     parser.add_argument("--threads-encoding", type=int, default=4, help="Python threads calling encode")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between RSS samples")
     args = parser.parse_args(argv)
@@ -39,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jina_onnx import build_model
 
-    model = build_model(prepared_artifact(args.model), device="cpu", precision=args.precision)
+    model = build_model(prepared_artifact(args.model), device="cpu", precision=args.precision, backend=args.backend)
     first, second, _ = load_sts()
     sentences = first + second
     stop = threading.Event()
@@ -90,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     summary = {"rss_after_warmup_mb": base, "rss_end_mb": end, "rss_peak_after_warmup_mb": peak,
                "growth_percent": 100 * (end - base) / base, "peak_growth_percent": 100 * (peak - base) / base,
                "texts": samples[-1]["texts"], "flat": 100 * (peak - base) / base < 5}
-    data = {"machine": machine_facts(), "model": args.model, "precision": model.precision,
+    data = {"machine": machine_facts(), "model": args.model, "precision": model.precision, "backend": model.backend,
             "minutes": args.minutes, "encoding_threads": args.threads_encoding, "summary": summary,
             "samples": samples}
-    md = (f"# Soak, {data['machine']['date']}\n\n{args.minutes:g} minutes, {args.model} {model.precision} on CPU, "
+    md = (f"# Soak, {data['machine']['date']}\n\n{args.minutes:g} minutes, {args.model} {model.precision} on CPU ({model.backend}), "
           f"{args.threads_encoding} threads sharing one model, {summary['texts']} texts.\n\n"
           f"RSS after warm-up {base:.1f} MB, at the end {end:.1f} MB, peak {peak:.1f} MB: growth "
           f"{summary['growth_percent']:+.2f}% (peak {summary['peak_growth_percent']:+.2f}%; limit 5%): "
