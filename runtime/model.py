@@ -115,7 +115,8 @@ class EmbeddingModel:
             )
         _check_file(self.onnx_path, variant.sha256)
         if backend == "openvino":
-            self.session: Any = openvino_backend.OpenVINOSession(self.onnx_path, self.precision, threads)
+            self.session: Any = openvino_backend.OpenVINOSession(self.onnx_path, self.precision, threads,
+                                                                 variant.sha256)
         else:
             self.session = create_session(self.onnx_path, device, threads, device_id, self.precision, allow_spinning)
         self._input_names = [i.name for i in self.session.get_inputs()]
@@ -316,8 +317,10 @@ class EmbeddingModel:
         # Buckets keep the number of distinct shapes small for batches. A call with one text (`lone`) needs no
         # padding at all, and padding it costs batch-1 latency (+20% at p50 on short sentences, t fp32,
         # measured). A text the planner puts alone in a batch of a bigger call is still padded to its bucket,
-        # so its vector does not depend on its neighbours (unpadded differs by ~1e-6).
-        width = len(ids[0]) if lone else bucket_length(max(len(x) for x in ids), self.max_length)
+        # so its vector does not depend on its neighbours (unpadded differs by ~1e-6). OpenVINO pads lone texts
+        # too: it keeps kernels for every shape it sees (openvino_backend.row_bucket).
+        exact = lone and self.backend != "openvino"
+        width = len(ids[0]) if exact else bucket_length(max(len(x) for x in ids), self.max_length)
         input_ids, attention_mask = self.tokenizer.pad(ids, width)  # (batch, width) each
         feed: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
         if "token_type_ids" in self._input_names:

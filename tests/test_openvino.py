@@ -5,15 +5,23 @@ from __future__ import annotations
 import json
 import logging
 import shutil
+import subprocess
 import sys
 import threading
 
 import numpy as np
 import pytest
-
-from jina_onnx import ArtifactError, DeviceError, InputError, MissingDependencyError, build_model
-from jina_onnx import backends, openvino_backend
+from jina_onnx import (
+    ArtifactError,
+    DeviceError,
+    InputError,
+    MissingDependencyError,
+    backends,
+    build_model,
+    openvino_backend,
+)
 from jina_onnx.backends import CHECKS_FILE
+from jina_onnx.batching import bucket_length
 from jina_onnx.registry import home_dir
 
 TEXTS = ["how is the weather today", "What is the current weather like today?", "A man is playing a guitar.",
@@ -45,6 +53,51 @@ def test_fp32_matches_onnxruntime(artifact, size: str) -> None:
     order = np.random.default_rng(0).permutation(len(TEXTS) - 1)
     shuffled = model.encode([TEXTS[i] for i in order])
     np.testing.assert_allclose(shuffled, ours[order], atol=1e-5, rtol=0)
+
+
+def test_batches_cut_across_streams_give_the_same_rows(artifact, tmp_path) -> None:
+    directory = shutil.copytree(artifact("t"), tmp_path / "t")
+    model = build_model(directory, device="cpu", precision="fp32", backend="openvino", threads=2)
+    assert model.session.streams == 2  # two cores: one stream each
+    texts = [f"sentence {i} about {'the weather ' * (i % 13)}" for i in range(41)]  # 32 + 9: both cut, unevenly
+    bulk = model.encode(texts, batch_size=32)  # cut across both streams
+    assert model.session._small is None  # bulk work never compiles the single-stream model
+    np.testing.assert_allclose(bulk, build_model(directory, device="cpu", precision="fp32",
+                                                 backend="onnxruntime").encode(texts), atol=1e-4, rtol=0)
+    # A lone text runs whole on the single-stream compile, which reads the file again: a file changed
+    # since loading is refused there, never used.
+    onnx = directory / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes() + b"\0")
+    with pytest.raises(ArtifactError, match="changed on disk since it was loaded"):
+        model.encode(texts[:1])
+    fresh = build_model(artifact("t"), device="cpu", precision="fp32", backend="openvino", threads=2)
+    alone = np.concatenate([fresh.encode([text]) for text in texts[:9]])
+    np.testing.assert_allclose(alone, bulk[:9], atol=1e-5, rtol=0)
+    one_thread = build_model(artifact("t"), device="cpu", precision="fp32", backend="openvino", threads=1)
+    assert one_thread.session.streams == 1 and one_thread.session._small is one_thread.session._bulk
+    np.testing.assert_allclose(one_thread.encode(texts), bulk, atol=1e-5, rtol=0)
+
+
+def test_openvino_sees_few_input_shapes(artifact) -> None:
+    # OpenVINO keeps kernels for every input shape it meets (RSS grew ~1.3 MB per new shape), so rows are
+    # padded to a few sizes and lone texts to the width buckets; the filler changes no real row.
+    model = build_model(artifact("t"), device="cpu", precision="fp32", backend="openvino", threads=2)
+    reference = build_model(artifact("t"), device="cpu", precision="fp32", backend="onnxruntime")
+    seen: set[tuple[int, ...]] = set()
+    real_run = model.session._run
+
+    def spy(names: list[str], feed: dict[str, np.ndarray]) -> list[np.ndarray]:
+        seen.add(feed["input_ids"].shape)
+        return real_run(names, feed)
+
+    model.session._run = spy
+    rng = np.random.default_rng(0)
+    for size in (1, 1, 5, 7, 9, 13, 19, 23, 29, 31):
+        texts = [" ".join(["word"] * int(n)) for n in rng.integers(1, 300, size=size)]
+        np.testing.assert_allclose(model.encode(texts), reference.encode(texts), atol=1e-4, rtol=0)
+    assert {rows for rows, _ in seen} <= {1, 2, 3, 4, 6, 8, 12, 16, 24, 32}
+    assert {width for _, width in seen} <= {bucket_length(n, 512) for n in range(1, 513)}
+    assert [openvino_backend.row_bucket(n) for n in (1, 3, 5, 7, 9, 17, 25, 33)] == [1, 3, 6, 8, 12, 24, 32, 48]
 
 
 def test_bf16_passes_its_gate_and_is_recorded_at_export(artifact, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -178,6 +231,21 @@ def test_threads_share_one_model(artifact) -> None:
     assert not errors and len(results) == 4
     for k in range(4):
         np.testing.assert_allclose(results[k], expected[k::4], atol=1e-5, rtol=0)
+
+
+def test_first_calls_from_many_threads_do_not_deadlock(artifact) -> None:
+    # OpenVINO's binding initializes C++ statics on the first infer; threads racing there deadlocked
+    # 1 run in 5 (8 threads, 3 texts each) before OpenVINOSession made the first inference itself. A race:
+    # this guard catches a regression often, not always. Each run is a fresh process.
+    script = ("import sys, threading; from jina_onnx import build_model; sys.setswitchinterval(1e-6)\n"
+              "m = build_model(sys.argv[1], device='cpu', precision='fp32', backend='openvino')\n"
+              "ts = [threading.Thread(target=m.encode, args=([f'text {i}' * (k + 1) for i in range(n)],))\n"
+              "      for k in range(8) for n in (3, 20)]\n"
+              "[t.start() for t in ts]; [t.join() for t in ts]; print('done')\n")
+    for _ in range(3):
+        run = subprocess.run([sys.executable, "-c", script, str(artifact("t"))], capture_output=True, text=True,
+                             timeout=120, check=False)
+        assert run.returncode == 0 and run.stdout.strip() == "done", run.stderr[-2000:]
 
 
 def test_bad_requests_name_the_fix(artifact) -> None:
