@@ -337,6 +337,53 @@ def _error_type(status: int) -> str:
             429: "rate_limit_error", 503: "unavailable"}.get(status, "invalid_request_error")
 
 
+def load_models(models: list[str], *, device: str = "auto", precision: str = "auto", threads: int | None = None,
+                backend: str = "auto", batches_in_flight: int | None = None,
+                ) -> tuple[dict[str, EmbeddingModel], dict[str, int]]:
+    """Load and warm each model once, for serving: {name: model} and {name: batches in flight}.
+
+    ONNX Runtime on a CPU runs `min(2, cores)` single-threaded batches at once by default, which keeps a
+    CPU busy that the event loop shares better than one batch on every core (see Batcher); its session
+    then gets `cores // batches` threads. OpenVINO cuts each batch across its streams itself: one batch.
+    """
+    from .model import build_model
+
+    loaded: dict[str, EmbeddingModel] = {}
+    flights: dict[str, int] = {}
+    cores = physical_cores()
+    split = batches_in_flight or min(2, cores)
+    known = _onnxruntime_on_cpu(device, precision, backend)
+    for ref in models:
+        options = dict(device=device, warmup=True, allow_spinning=False)  # the loop needs the cores between batches
+        share = max(1, cores // split) if threads is None and split > 1 else threads
+        # Loaded once with its share of the threads where the engine is known beforehand; only where
+        # backend "auto" measured ONNX Runtime faster is it loaded again with its share.
+        model = build_model(ref, threads=share if known else threads, precision=precision, backend=backend,
+                            **options)
+        count = batches_in_flight or 1
+        if model.device == "cpu" and model.backend == "onnxruntime":
+            count = split
+            if not known and share != threads:
+                model = build_model(ref, threads=share, precision=model.precision, backend=model.backend, **options)
+        if model.name in loaded:
+            raise InputError(f"two -m arguments load the same model name {model.name!r}")
+        loaded[model.name], flights[model.name] = model, count
+        log.info("jina-onnx: %s on %s (%s, %s), %d batch(es) in flight", model.name, model.device, model.backend,
+                 model.precision, count)
+    return loaded, flights
+
+
+def _onnxruntime_on_cpu(device: str, precision: str, backend: str) -> bool:
+    """Whether `build_model` with these arguments runs ONNX Runtime on the CPU, known without loading."""
+    from . import backends, model, openvino_backend
+    from .session import select_device
+
+    backend = backends.requested_backend(backend)
+    if backend == "openvino" or precision == "bf16" or select_device(device, model._available_providers()) != "cpu":
+        return False
+    return backend == "onnxruntime" or precision not in ("auto", "fp32") or not openvino_backend.installed()
+
+
 def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, device: str = "auto",
           precision: str = "auto", threads: int | None = None, limits: Limits = Limits(),
           api_key: str | None = None, backend: str = "auto", batches_in_flight: int | None = None) -> None:
@@ -346,28 +393,8 @@ def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, devic
     more cores (each session thread count is then cores // 2 unless `threads` says otherwise), else 1.
     """
     uvicorn = require("uvicorn", "serve")
-    from .model import build_model
-
-    loaded: dict[str, EmbeddingModel] = {}
-    flights: dict[str, int] = {}
-    cores = physical_cores()
-    for ref in models:
-        options = dict(device=device, precision=precision, warmup=True, backend=backend,
-                       allow_spinning=False)  # the event loop needs the cores between batches
-        model = build_model(ref, threads=threads, **options)
-        count = batches_in_flight or 1
-        if model.device == "cpu" and model.backend == "onnxruntime":
-            # Several single-threaded batches at once keep a CPU busy that the event loop shares better
-            # than one batch on every core (see Batcher); the session is loaded again with its share.
-            count = batches_in_flight or min(2, cores)
-            if count > 1 and threads is None:
-                options.update(precision=model.precision, backend=model.backend)
-                model = build_model(ref, threads=max(1, cores // count), **options)
-        if model.name in loaded:
-            raise InputError(f"two -m arguments load the same model name {model.name!r}")
-        loaded[model.name], flights[model.name] = model, count
-        log.info("jina-onnx: %s on %s (%s, %s), %d batch(es) in flight", model.name, model.device, model.backend,
-                 model.precision, count)
+    loaded, flights = load_models(models, device=device, precision=precision, threads=threads, backend=backend,
+                                  batches_in_flight=batches_in_flight)
     app = create_app(loaded, limits, api_key, flights)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("jina-onnx: listening on %s: reachable from other machines%s", host,

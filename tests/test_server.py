@@ -17,13 +17,12 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import httpx
 import numpy as np
 import pytest
-
 from jina_onnx import build_model
 from jina_onnx.batcher import Batcher, Overloaded
 
@@ -179,7 +178,7 @@ def test_bad_requests_get_one_line_4xx(artifact) -> None:
             "--max-request-bytes", "20000")
     with server(*args, env={"JINA_ONNX_API_KEY": "s3cret"}) as (url, _):
         auth = {"Authorization": "Bearer s3cret"}
-        post = lambda body, **kw: httpx.post(f"{url}/v1/embeddings", content=body,  # noqa: E731
+        post = lambda body, **kw: httpx.post(f"{url}/v1/embeddings", content=body,
                                              headers={**auth, **kw.pop("headers", {})}, **kw)
         cases = [
             (post(b"{not json"), 400, "malformed JSON"),
@@ -307,6 +306,34 @@ def test_batcher_runs_batches_in_flight_at_once_and_each_request_gets_its_rows()
     assert sorted(len(b) for b in model.batches) == [10, 10]
     with pytest.raises(ValueError, match="in_flight"):
         Batcher(model, max_batch_tokens=20, in_flight=0)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(("precision", "engine", "loads", "flights"), [
+    ("int8", "onnxruntime", [(1, "int8")], 2),  # known to be ONNX Runtime: loaded once with its share
+    ("auto", "onnxruntime", [(None, "auto"), (1, "int8")], 2),  # auto measured ONNX Runtime: loaded again
+    ("auto", "openvino", [(None, "auto")], 1),  # OpenVINO cuts batches across its streams itself
+])
+def test_load_models_loads_each_model_once_where_the_engine_is_known(
+        monkeypatch: pytest.MonkeyPatch, precision: str, engine: str, loads: list, flights: int) -> None:
+    from types import SimpleNamespace
+
+    from jina_onnx import model as model_module
+    from jina_onnx import openvino_backend
+    from jina_onnx import server as server_module
+
+    calls = []
+
+    def fake_build(ref, *, threads, precision, backend, **options):
+        calls.append((threads, precision))
+        return SimpleNamespace(name=ref, device="cpu", backend=engine,
+                               precision="int8" if engine == "onnxruntime" else "bf16")
+
+    monkeypatch.setattr(model_module, "build_model", fake_build)
+    monkeypatch.setattr(server_module, "physical_cores", lambda: 2)
+    monkeypatch.setattr(openvino_backend, "installed", lambda: True)
+    monkeypatch.delenv("JINA_ONNX_BACKEND", raising=False)
+    loaded, counts = server_module.load_models(["m"], device="cpu", precision=precision)
+    assert calls == loads and counts == {"m": flights} and list(loaded) == ["m"]
 
 
 def test_serve_help_loads_no_server_stack() -> None:
