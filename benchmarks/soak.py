@@ -1,7 +1,7 @@
 """Soak: embed without pause for N minutes and record RSS over time; it must stay flat.
 
 Run: python -m benchmarks.soak --minutes 30 [--model s] [--threads-encoding 4]
-Writes benchmarks/results/soak-<date>.json and .md. Inputs cycle through STS-dev sentences and
+Writes benchmarks/results/soak-<date>-<engine>.json and .md. Inputs cycle through STS-dev sentences and
 passages of every length up to 512 tokens, from several threads sharing one model, so every
 input shape and the concurrent path are exercised. Growth is measured from the end of warm-up
 (the first 10% of the run, at least one minute, after all threads have run the largest batches at
@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
           f"RSS after warm-up {base:.1f} MB, at the end {end:.1f} MB, peak {peak:.1f} MB: growth "
           f"{summary['growth_percent']:+.2f}% (peak {summary['peak_growth_percent']:+.2f}%; limit 5%): "
           f"{'flat' if summary['flat'] else 'GROWING'}.\n")
-    json_path, md_path = write_results(f"soak-{dt.date.today().isoformat()}", data, md)
+    json_path, md_path = write_results(f"soak-{dt.date.today().isoformat()}-{model.backend}", data, md)
     print(md)
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)
     return 0 if summary["flat"] else 1
