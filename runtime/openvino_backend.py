@@ -34,9 +34,9 @@ from .session import physical_cores
 
 # jina-onnx precision -> OpenVINO's INFERENCE_PRECISION_HINT.
 HINTS = {"fp32": "f32", "bf16": "bf16"}
-# A batch is cut across streams only when each slice keeps at least this many rows: below that, one
-# request on all threads was faster (MiniLM, 8 rows: 6.8 ms on one stream of 2 threads, 9.6 ms on a
-# 1-thread stream).
+# A batch is cut across streams only when each slice keeps at least this many rows. A single row is
+# faster on one request with every thread (MiniLM: 3.0 ms, vs 3.3 ms on a 1-thread stream); 4 is a
+# judgement, not a measured crossover.
 MIN_ROWS_PER_STREAM = 4
 EXTRA = "openvino"
 
@@ -86,9 +86,10 @@ class OpenVINOSession:
     """An OpenVINO compiled model behind the `InferenceSession` calls `EmbeddingModel` makes.
 
     A batch of at least `2 * MIN_ROWS_PER_STREAM` rows is cut into one slice per stream and the slices run
-    at once, each stream on its share of the threads (OpenVINO's throughput setting). On the 2-core Xeon
-    that was 11% (t) to 17% (MiniLM) more texts/s at 32 x 128 tokens than one stream running the whole batch
-    on both threads, with the same rows: each row's arithmetic does not depend on its neighbours. Smaller
+    at once, each stream on its share of the threads (OpenVINO's throughput setting). On the 2-core Xeon,
+    at 32 x 128 tokens, the bare session gained 11% (t) and 17% (MiniLM) over one stream running the whole
+    batch on both threads, and `encode` 12% and 2% (same-run A/Bs on a noisy machine), with the same rows:
+    each row's arithmetic does not depend on its neighbours. Smaller
     batches (a query, a server's lone request) run whole on a second, single-stream compile that puts every
     thread on one request; it is compiled on the first small batch, so bulk jobs never pay for it.
 
