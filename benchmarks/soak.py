@@ -40,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     warnings.simplefilter("ignore")  # over-long passages are truncated on purpose
 
     from jina_onnx import build_model
+    from jina_onnx.batching import bucket_length
+    from jina_onnx.openvino_backend import row_bucket
 
     model = build_model(prepared_artifact(args.model), device="cpu", precision=args.precision, backend=args.backend)
     first, second, _ = load_sts()
@@ -71,6 +73,21 @@ def main(argv: list[str] | None = None) -> int:
         t.start()
     for t in warmers:
         t.join()
+    shapes = {}
+    if model.backend == "openvino":
+        # OpenVINO keeps kernels for every input shape it meets (openvino_backend.row_bucket): its RSS rises
+        # until every shape the run can produce has turned up, rare ones many minutes in. Visiting each once
+        # puts that ceiling in the warm-up, as the peak load does for ONNX Runtime's arena, and records it.
+        before = rss_mb()
+        visited = []
+        for width in sorted({bucket_length(n, model.max_length) for n in range(1, model.max_length + 1)}):
+            # batches of 1-32 texts, at most the token budget's worth at this width (as the planner cuts them)
+            most = min(32, max(1, model.default_token_budget // width))
+            rows = sorted({row_bucket(n) for n in range(1, most + 1)})
+            model.warmup(batch_sizes=rows, lengths=[width])
+            visited += [[r, width] for r in rows]
+        shapes = {"shapes": visited, "rss_before_mb": round(before, 1), "rss_after_mb": round(rss_mb(), 1)}
+        print(f"every shape visited ({len(visited)}): RSS {before:.0f} -> {rss_mb():.0f} MB", file=sys.stderr)
     threads = [threading.Thread(target=work, args=(i,), daemon=True) for i in range(args.threads_encoding)]
     start = time.monotonic()
     for t in threads:
@@ -93,7 +110,8 @@ def main(argv: list[str] | None = None) -> int:
                "growth_percent": 100 * (end - base) / base, "peak_growth_percent": 100 * (peak - base) / base,
                "texts": samples[-1]["texts"], "flat": 100 * (peak - base) / base < 5}
     data = {"machine": machine_facts(), "model": args.model, "precision": model.precision, "backend": model.backend,
-            "minutes": args.minutes, "encoding_threads": args.threads_encoding, "summary": summary,
+            "minutes": args.minutes, "encoding_threads": args.threads_encoding, "shape_warmup": shapes,
+            "summary": summary,
             "samples": samples}
     md = (f"# Soak, {data['machine']['date']}\n\n{args.minutes:g} minutes, {args.model} {model.precision} on CPU ({model.backend}), "
           f"{args.threads_encoding} threads sharing one model, {summary['texts']} texts.\n\n"
