@@ -11,15 +11,9 @@ import threading
 
 import numpy as np
 import pytest
-from jina_onnx import (
-    ArtifactError,
-    DeviceError,
-    InputError,
-    MissingDependencyError,
-    backends,
-    build_model,
-    openvino_backend,
-)
+
+from jina_onnx import ArtifactError, DeviceError, InputError, MissingDependencyError, build_model
+from jina_onnx import backends, openvino_backend
 from jina_onnx.backends import CHECKS_FILE
 from jina_onnx.batching import bucket_length
 from jina_onnx.registry import home_dir

@@ -23,6 +23,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
+
 from jina_onnx import build_model
 from jina_onnx.batcher import Batcher, Overloaded
 
@@ -178,7 +179,7 @@ def test_bad_requests_get_one_line_4xx(artifact) -> None:
             "--max-request-bytes", "20000")
     with server(*args, env={"JINA_ONNX_API_KEY": "s3cret"}) as (url, _):
         auth = {"Authorization": "Bearer s3cret"}
-        post = lambda body, **kw: httpx.post(f"{url}/v1/embeddings", content=body,
+        post = lambda body, **kw: httpx.post(f"{url}/v1/embeddings", content=body,  # noqa: E731
                                              headers={**auth, **kw.pop("headers", {})}, **kw)
         cases = [
             (post(b"{not json"), 400, "malformed JSON"),
