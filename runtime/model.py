@@ -427,8 +427,7 @@ def _load(directory: Path, manifest: Manifest, *, device: str, precision: str, b
         raise InputError("precision='bf16' runs on OpenVINO: use backend='openvino' (or 'auto'), "
                          "not backend='onnxruntime'")
     resolved_device = select_device(device, _available_providers())
-    if (backend == "auto" and resolved_device == "cpu" and precision in ("auto", "fp32")
-            and openvino_backend.installed()):
+    if _measures_engines(resolved_device, precision, backend):
         return backends.load_auto(directory, manifest, precision, choose_variant(manifest, precision, "cpu"), make,
                                   threads, cache_dir)
     try:
@@ -521,6 +520,27 @@ def choose_variant(manifest: Manifest, precision: str, device: str) -> Variant:
             hint = f"re-export with: jina-onnx export SOURCE --precision fp32,{precision}"
         raise ArtifactError(f"{manifest.name} has no {precision} variant (it has: {have}); {hint}")
     return variant
+
+
+def _measures_engines(resolved_device: str, precision: str, backend: str) -> bool:
+    """Whether `_load` times ONNX Runtime against OpenVINO to choose (backend "auto" on a CPU)."""
+    return (backend == "auto" and resolved_device == "cpu" and precision in ("auto", "fp32")
+            and openvino_backend.installed())
+
+
+def runs_onnxruntime_on_cpu(device: str, precision: str, backend: str) -> bool:
+    """Whether `build_model(device=, precision=, backend=)` runs ONNX Runtime on the CPU, known without
+    loading (False where backend "auto" would measure the engines first). Follows `_load`'s branches.
+
+    Example:
+        >>> runs_onnxruntime_on_cpu("cpu", "int8", "auto")
+        True
+    """
+    backend = backends.requested_backend(backend)
+    if backend == "openvino" or precision == "bf16":
+        return False
+    resolved_device = select_device(device, _available_providers())
+    return resolved_device == "cpu" and not _measures_engines(resolved_device, precision, backend)
 
 
 def _available_providers() -> list[str]:

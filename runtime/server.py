@@ -346,13 +346,13 @@ def load_models(models: list[str], *, device: str = "auto", precision: str = "au
     CPU busy that the event loop shares better than one batch on every core (see Batcher); its session
     then gets `cores // batches` threads. OpenVINO cuts each batch across its streams itself: one batch.
     """
-    from .model import build_model
+    from .model import build_model, runs_onnxruntime_on_cpu
 
     loaded: dict[str, EmbeddingModel] = {}
     flights: dict[str, int] = {}
     cores = physical_cores()
     split = batches_in_flight or min(2, cores)
-    known = _onnxruntime_on_cpu(device, precision, backend)
+    known = runs_onnxruntime_on_cpu(device, precision, backend)
     for ref in models:
         options = dict(device=device, warmup=True, allow_spinning=False)  # the loop needs the cores between batches
         share = max(1, cores // split) if threads is None and split > 1 else threads
@@ -371,17 +371,6 @@ def load_models(models: list[str], *, device: str = "auto", precision: str = "au
         log.info("jina-onnx: %s on %s (%s, %s), %d batch(es) in flight", model.name, model.device, model.backend,
                  model.precision, count)
     return loaded, flights
-
-
-def _onnxruntime_on_cpu(device: str, precision: str, backend: str) -> bool:
-    """Whether `build_model` with these arguments runs ONNX Runtime on the CPU, known without loading."""
-    from . import backends, model, openvino_backend
-    from .session import select_device
-
-    backend = backends.requested_backend(backend)
-    if backend == "openvino" or precision == "bf16" or select_device(device, model._available_providers()) != "cpu":
-        return False
-    return backend == "onnxruntime" or precision not in ("auto", "fp32") or not openvino_backend.installed()
 
 
 def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, device: str = "auto",
