@@ -157,7 +157,6 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
     manifest = check(manifest, Precision.FP32, "torch.onnx.export (TorchScript)")
     if Precision.FP32 not in manifest.variants:
         raise ParityError(f"fp32 ONNX does not reproduce PyTorch ({manifest.rejected['fp32']}); nothing was written")
-    manifest = _openvino_bf16(staging, manifest)
 
     base = Precision.FP32
     if optimize:
@@ -168,6 +167,7 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
         manifest = check(manifest, Precision.FP32_OPT, "fp32, onnxruntime.transformers CPU fusions", fused)
         if Precision.FP32_OPT in manifest.variants:
             base = Precision.FP32_OPT
+    manifest = _openvino_bf16(staging, manifest)  # on the graph OpenVINO will run: fp32-opt when it was kept
     source_file = staging / FILES[base]
     if Precision.FP16 in wanted:
         manifest = _fp16_variant(staging, manifest, check, source_file, base, checkpoint)
@@ -226,12 +226,13 @@ def _openvino_bf16(staging: Path, manifest: Manifest) -> Manifest:
     Another CPU or OpenVINO version checks again at first load (backends.bf16_verdict)."""
     if not openvino_backend.installed() or not openvino_backend.cpu_has_bf16():
         return manifest
+    variant = backends.openvino_variant(manifest)
     try:
-        model = EmbeddingModel(staging, manifest, manifest.variants[Precision.FP32], "cpu", threads=None,
-                               backend="openvino", precision="bf16")
+        model = EmbeddingModel(staging, manifest, variant, "cpu", threads=None, backend="openvino",
+                               precision="bf16")
         # probe_parity (inside bf16_check) silences the probe's deliberate truncation warnings.
         result = backends.bf16_check(staging, manifest, lambda texts: model.encode(texts, normalize=False)) | {
-            "key": backends.bf16_key(manifest)}
+            "key": backends.bf16_key(variant), "file": variant.file}
     except (JinaOnnxError, RuntimeError) as e:  # OpenVINO is optional: the ONNX Runtime artifact stands alone
         log.warning("jina-onnx: OpenVINO could not check bf16 (%s); the runtime will check at first load", e)
         return manifest

@@ -48,7 +48,7 @@ from .tokenization import IdArray, TextTokenizer
 
 log = logging.getLogger("jina_onnx")
 
-# "bf16" is not a file: it is model.onnx run by OpenVINO with bf16 arithmetic (see backends.py).
+# "bf16" is not a file: it is the fp32 graph run by OpenVINO with bf16 arithmetic (see backends.py).
 PRECISIONS = ("auto", *(p.value for p in Precision), "bf16")
 # Whether `pipeline=None` overlaps host and device work on CPU too. No: on the 2-core Xeon, pipelined vs
 # serial t int8 was 0.98x (short text) and 1.01x (128 tokens) in one run of `python -m benchmarks.ab`; the
@@ -99,7 +99,7 @@ class EmbeddingModel:
                  allow_spinning: bool = True, backend: str = "onnxruntime", precision: str | None = None):
         self.directory = directory
         self.manifest = manifest
-        # OpenVINO's bf16 runs the fp32 file: the precision is then not the variant's.
+        # OpenVINO's bf16 runs an fp32 file: the precision is then not the variant's.
         self.precision = precision or variant.precision.value
         self.variant = variant  # the manifest entry of the ONNX file that runs
         self.backend = backend
@@ -376,7 +376,7 @@ def build_model(
         name_or_path: a model name (looked up in `cache_dir`) or an artifact directory.
         device: "cpu", "cuda", or "auto" (CUDA when this onnxruntime offers it, else CPU).
         precision: which ONNX variant to run; "auto" picks the best one for the device. "bf16" runs
-            model.onnx on OpenVINO with bf16 arithmetic, on CPUs with bf16 units, once it passed its gate.
+            the fp32 graph on OpenVINO with bf16 arithmetic, on CPUs with bf16 units, once it passed its gate.
         cache_dir: where named artifacts live; default $JINA_ONNX_HOME or ~/.cache/jina-onnx.
         threads: ONNX Runtime intra-op threads on CPU; None uses the physical cores.
         device_id: which GPU, with device="cuda" (or "auto" finding CUDA).

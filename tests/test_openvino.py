@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -37,6 +38,7 @@ def test_fp32_matches_onnxruntime(artifact, size: str) -> None:
     reference = build_model(artifact(size), device="cpu", precision="fp32", backend="onnxruntime")
     model = build_model(artifact(size), device="cpu", precision="fp32", backend="openvino")
     assert (model.backend, model.precision, model.device) == ("openvino", "fp32", "cpu")
+    assert model.onnx_path.name == "model.cpu-opt.onnx"  # ONNX Runtime's fused graph, read by OpenVINO
     with pytest.warns(Warning):  # the long text is truncated, as with ONNX Runtime
         ours = model.encode(TEXTS)
     with pytest.warns(Warning):
@@ -60,7 +62,7 @@ def test_batches_cut_across_streams_give_the_same_rows(artifact, tmp_path) -> No
                                                  backend="onnxruntime").encode(texts), atol=1e-4, rtol=0)
     # A lone text runs whole on the single-stream compile, which reads the file again: a file changed
     # since loading is refused there, never used.
-    onnx = directory / "model.onnx"
+    onnx = model.onnx_path
     onnx.write_bytes(onnx.read_bytes() + b"\0")
     with pytest.raises(ArtifactError, match="changed on disk since it was loaded"):
         model.encode(texts[:1])
@@ -103,6 +105,7 @@ def test_bf16_passes_its_gate_and_is_recorded_at_export(artifact, monkeypatch: p
     manifest = json.loads((artifact("s") / "manifest.json").read_text())
     recorded = manifest["extra"]["openvino"]["bf16"]
     assert recorded["passed"] and recorded["parity"]["min_cosine"] >= 0.999
+    assert recorded["file"] == "model.cpu-opt.onnx"  # checked on the graph OpenVINO runs
     # The export's record is used: loading runs no probe.
     monkeypatch.setattr(backends, "bf16_check", lambda *a, **k: pytest.fail("the manifest's verdict was ignored"))
     model = build_model(artifact("s"), device="cpu", precision="bf16", backend="openvino")
@@ -151,6 +154,34 @@ def test_bf16_that_misses_its_gate_is_never_used(artifact, tmp_path, monkeypatch
         model = build_model(directory, device="cpu", precision="auto", backend="openvino")
     assert model.precision == "fp32"
     assert "bf16 misses its gate" in caplog.text
+
+
+def test_plain_graph_where_the_fused_one_is_absent_or_unreadable(artifact, tmp_path,
+                                                                 caplog: pytest.LogCaptureFixture) -> None:
+    reference = build_model(artifact("t"), device="cpu", precision="fp32", backend="onnxruntime").encode(TEXTS[:5])
+    # Exported without --optimize: no fused graph, OpenVINO runs model.onnx.
+    plain = shutil.copytree(artifact("t"), tmp_path / "plain")
+    manifest = json.loads((plain / "manifest.json").read_text())
+    del manifest["variants"]["fp32-opt"]
+    (plain / "manifest.json").write_text(json.dumps(manifest))
+    model = build_model(plain, device="cpu", precision="fp32", backend="openvino")
+    assert model.onnx_path.name == "model.onnx"
+    np.testing.assert_allclose(model.encode(TEXTS[:5]), reference, atol=1e-4, rtol=0)
+    # A fused graph this OpenVINO cannot read (checksum intact): model.onnx runs, and the log says why.
+    unreadable = shutil.copytree(artifact("t"), tmp_path / "unreadable")
+    (unreadable / "model.cpu-opt.onnx").write_bytes(b"not an onnx graph")
+    manifest = json.loads((unreadable / "manifest.json").read_text())
+    manifest["variants"]["fp32-opt"]["sha256"] = hashlib.sha256(b"not an onnx graph").hexdigest()
+    (unreadable / "manifest.json").write_text(json.dumps(manifest))
+    with caplog.at_level(logging.INFO, logger="jina_onnx"):
+        model = build_model(unreadable, device="cpu", precision="fp32", backend="openvino")
+    assert model.onnx_path.name == "model.onnx"
+    assert "model.cpu-opt.onnx: OpenVINO cannot load it" in caplog.text and "runs model.onnx instead" in caplog.text
+    np.testing.assert_allclose(model.encode(TEXTS[:5]), reference, atol=1e-4, rtol=0)
+    # A fused graph that changed on disk is refused, not swapped for the plain one.
+    (unreadable / "model.cpu-opt.onnx").write_bytes(b"changed")
+    with pytest.raises(ArtifactError, match="model.cpu-opt.onnx"):
+        build_model(unreadable, device="cpu", precision="fp32", backend="openvino")
 
 
 def test_auto_without_openvino_uses_onnxruntime(artifact, monkeypatch: pytest.MonkeyPatch) -> None:
