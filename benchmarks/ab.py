@@ -6,6 +6,7 @@ texts, round after round, with a pause between, so drift and noise hit every con
 from one run are meaningful on a shared machine.
 
     python -m benchmarks.ab --base HEAD~3 --models t,s --precisions fp32,int8
+    python -m benchmarks.ab --base HEAD~1 --models minilm,t --precisions bf16   # OpenVINO bf16
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 from io import BytesIO
 from pathlib import Path
 
-from .common import RESULTS, machine_facts, prepared_artifact
+from .common import RESULTS, machine_facts, prepared_artifact, prepared_minilm
 from .suite import SETTLE_S, tokenizer_for
 from .workloads import fixed_length_texts, short_texts
 
@@ -57,9 +58,10 @@ def checkout(rev: str, into: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--base", default="HEAD", help="the commit to compare with (default HEAD)")
-    parser.add_argument("--models", default="t,s")
+    parser.add_argument("--models", default="t,s", help="comma-separated: t, s, b, l, minilm")
     parser.add_argument("--precisions", default="fp32,int8")
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--out", help="results file (default benchmarks/results/ab-DATE.json)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
@@ -78,14 +80,15 @@ def main(argv: list[str] | None = None) -> int:
             for precision in args.precisions.split(","):
                 contenders = {f"{base_rev} (before)": (str(base_path), None), "now, serial": ("", False),
                               "now, pipelined": ("", True)}
-                times = compare(contenders, prepared_artifact(size), precision, texts_file, workloads, args.rounds)
+                artifact = prepared_minilm() if size == "minilm" else prepared_artifact(size)
+                times = compare(contenders, artifact, precision, texts_file, workloads, args.rounds)
                 results[f"{size} {precision}"] = times
                 base = times[f"{base_rev} (before)"]
                 for name, per in times.items():
                     print(f"{size} {precision} {name:>16}: " + ", ".join(
                         f"{w} {per[w]['texts_per_s']:,.0f}/s ({per[w]['texts_per_s'] / base[w]['texts_per_s']:.3f}x)"
                         for w in workloads), flush=True)
-    out = RESULTS / f"ab-{time.strftime('%Y-%m-%d')}.json"
+    out = Path(args.out) if args.out else RESULTS / f"ab-{time.strftime('%Y-%m-%d')}.json"
     out.write_text(json.dumps({"machine": machine_facts(), "base": base_rev, "command": "python -m benchmarks.ab "
                                + " ".join(argv if argv is not None else sys.argv[1:]), "rounds": args.rounds,
                                "results": results}, indent=2) + "\n")
