@@ -233,10 +233,12 @@ def load_openvino(directory: Path, manifest: Manifest, precision: str, make: Cal
 def load_auto(directory: Path, manifest: Manifest, precision: str, ort_variant: Any, make: Callable[..., Any],
               threads: int | None, cache_dir: Path) -> Any:
     """backend="auto" on a CPU with OpenVINO installed: the faster engine for this model here, measured once."""
-    if not ({Precision.FP32, Precision.FP32_OPT} & manifest.variants.keys()):
+    try:
+        openvino_graph = openvino_variant(manifest)
+    except ArtifactError:  # no fp32 graph for OpenVINO: nothing to measure against
         return make(ort_variant)
     ort = require("onnxruntime", "cpu")
-    key = _key(manifest.name, ort_variant.sha256, openvino_variant(manifest).sha256, precision,
+    key = _key(manifest.name, ort_variant.sha256, openvino_graph.sha256, precision,
                openvino_backend.cpu_name(), threads or physical_cores(), ort.__version__,  # type: ignore[attr-defined]
                openvino_backend.version())
     cached = cached_choice(cache_dir, key)

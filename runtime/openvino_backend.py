@@ -144,7 +144,7 @@ class OpenVINOSession:
 
     def _unreadable(self, e: RuntimeError) -> UnreadableGraph:
         return UnreadableGraph(f"{self.path}: OpenVINO cannot load it ({str(e).strip().splitlines()[-1]}); "
-                             "re-export the model, or use backend='onnxruntime'")
+                               "re-export the model, or use backend='onnxruntime'")
 
     def get_inputs(self) -> list[Port]:
         return [_port(p) for p in self._bulk.inputs]
