@@ -2,6 +2,7 @@
 
     python -m benchmarks run [--models t,s,b] [--device cpu|cuda] [--precisions fp32,int8] [--quick]
     python -m benchmarks readme benchmarks/results/<stem>.json   # put that run's table and plots in README.md
+    python -m benchmarks host [--model minilm] [--cores 1,2]     # the host path alone and a stand-in device
 
 `run` writes benchmarks/results/<machine>-<date>[-quick].json, .md and three PNGs (see benchmarks/report.py).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import shlex
 import sys
@@ -116,6 +118,37 @@ def versions() -> dict[str, str]:
     return found
 
 
+def command_host(args: argparse.Namespace) -> int:
+    from . import host
+    from .runners import artifact_dir
+
+    cores = [int(c) for c in args.cores.split(",")] if args.cores else host_core_counts()
+    available = len(os.sched_getaffinity(0))
+    if not cores or min(cores) < 1 or max(cores) > available:
+        raise SystemExit(f"error: --cores {args.cores!r} must be counts from 1 to the {available} CPUs available")
+    facts = machine_facts()
+    started = time.perf_counter()
+    data = {"machine": facts, "date": facts["date"], "model": args.model, "versions": versions(),
+            "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+    data |= host.measure(artifact_dir(args.model), args.texts, cores, args.load, log)
+    data["wall_s"] = time.perf_counter() - started
+    out = Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"host-{machine_name(facts, 'cpu')}-{facts['date']}"
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(host.render(data))
+    print(host.render(data))
+    log(f"done in {data['wall_s']:.0f} s: wrote {out / stem}.json and .md")
+    return 0
+
+
+def host_core_counts() -> list[int]:
+    """1, 2, 4, ... up to every CPU this process may use, and that count itself."""
+    available = len(os.sched_getaffinity(0))
+    counts = [c for c in (1, 2, 4, 8, 16, 32, 64) if c < available]
+    return counts + [available]
+
+
 def command_readme(args: argparse.Namespace) -> int:
     json_path = Path(args.results).resolve()
     update_readme(json_path, README)
@@ -146,6 +179,14 @@ def main(argv: list[str] | None = None) -> int:
     readme_parser = commands.add_parser("readme", help="show a results JSON in README.md's Performance section")
     readme_parser.add_argument("results", help="a benchmarks/results/*.json written by `run`")
     readme_parser.set_defaults(handler=command_readme)
+    host_parser = commands.add_parser("host", help="the host path alone at 1..N cores, and a stand-in device")
+    host_parser.add_argument("--model", choices=SIZES, default="minilm", help="whose tokenizer (default minilm)")
+    host_parser.add_argument("--texts", type=int, default=8192, help="texts per workload (default 8192)")
+    host_parser.add_argument("--cores", default="", help="core counts, e.g. 1,2 (default 1, 2, 4, ... all)")
+    host_parser.add_argument("--load", type=float, default=0.8,
+                             help="the stand-in device's speed as a share of the host capacity (default 0.8)")
+    host_parser.add_argument("--out", default="", help="write results here instead of benchmarks/results/")
+    host_parser.set_defaults(handler=command_host)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -181,7 +181,6 @@ def load(spec: RunnerSpec) -> Encode:
 
 def _load_jina_onnx(spec: RunnerSpec) -> Encode:
     from jina_onnx import build_model
-    from jina_onnx.batching import sort_windows
 
     # bf16 is model.onnx on OpenVINO; every other precision is pinned to ONNX Runtime so a label means one engine.
     model = build_model(artifact_dir(spec.model), device=spec.device, precision=spec.precision,
@@ -197,12 +196,11 @@ def _load_jina_onnx(spec: RunnerSpec) -> Encode:
         """The ceiling: the same graph on the same batches, tokenized, padded (and on CUDA copied to the
         device) beforehand, so timing the returned call measures the session alone."""
         budget = max(model.default_token_budget, token_budget or 0)
-        chunks = (texts[start:end] for start, end in sort_windows(len(texts), batch_size))
-        batches = [b for b in model._prepared(chunks, batch_size, model.max_length, budget) if hasattr(b, "feed")]
+        batches = model.prepare_batches(texts, batch_size=batch_size, token_budget=budget)
 
         def run() -> None:
             for batch in batches:
-                model._infer(batch)
+                model.run_batch(batch)
 
         return run
 

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import itertools
 import logging
 import os
 import warnings
-from collections.abc import Iterable, Iterator, Sequence, Sized
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import backends, openvino_backend
+from . import backends, hostpath, openvino_backend
 from .batching import (
     DEVICE_DEFAULTS,
     IndexArray,
@@ -39,12 +39,13 @@ from .manifest import (
     safe_member,
     sha256_file,
 )
-from .pipeline import prefetch
+from .engine import KNOWN_INPUTS, Engine, SessionEngine
+from .hostpath import ChunkStart, PreparedBatch
 from .pooling import pool
 from .registry import find_spec, home_dir
-from .session import create_session, select_device
+from .session import create_session, physical_cores, select_device
 from .similarity import FloatArray, l2_normalize
-from .tokenization import IdArray, TextTokenizer
+from .tokenization import TextTokenizer, TokenizedBatch
 
 log = logging.getLogger("jina_onnx")
 
@@ -54,29 +55,10 @@ PRECISIONS = ("auto", *(p.value for p in Precision), "bf16")
 # serial t int8 was 0.98x (short text) and 1.01x (128 tokens) in one run of `python -m benchmarks.ab`; the
 # producer thread competes with ONNX Runtime for the same cores, and there is no device to keep busy.
 PIPELINE_ON_CPU = False
-KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 class TruncationWarning(UserWarning):
     """Some inputs were longer than the model maximum and were cut."""
-
-
-@dataclass(frozen=True)
-class _ChunkStart:
-    """Marks the start of a chunk in the stream of prepared batches."""
-
-    size: int  # texts in the chunk
-    truncated: int
-    repaired: int
-
-
-@dataclass(frozen=True)
-class _Batch:
-    """One batch, tokenized, padded and (with I/O binding) already copied to the device."""
-
-    rows: IndexArray | None  # positions in the chunk
-    feed: dict[str, Any]  # graph input name -> (batch, width) numpy array or OrtValue
-    attention_mask: IdArray  # (batch, width); for numpy pooling when the graph has no pooling head
 
 
 class EmbeddingModel:
@@ -85,8 +67,8 @@ class EmbeddingModel:
     Build it with `build_model`. One instance is safe to share between threads: every call
     tokenizes and binds its own buffers, and ONNX Runtime sessions allow concurrent `run`.
 
-    With `pipeline` on (the default on CUDA), a background thread tokenizes and pads the next batches
-    while the device runs the current one; outputs are the same as without it.
+    With host workers (the default on CUDA: `host_workers`), worker threads tokenize and pad the next
+    batches while the device runs the current one; outputs are the same as without them.
 
     Example:
         >>> model = build_model("jina-embedding-t-en-v1")  # doctest: +SKIP
@@ -96,7 +78,8 @@ class EmbeddingModel:
 
     def __init__(self, directory: Path, manifest: Manifest, variant: Variant, device: str, threads: int | None,
                  device_id: int = 0, io_binding: bool | None = None, pipeline: bool | None = None,
-                 allow_spinning: bool = True, backend: str = "onnxruntime", precision: str | None = None):
+                 allow_spinning: bool = True, backend: str = "onnxruntime", precision: str | None = None,
+                 host_workers: int | None = None, engine: Engine | None = None):
         self.directory = directory
         self.manifest = manifest
         # OpenVINO's bf16 runs an fp32 file: the precision is then not the variant's.
@@ -114,32 +97,45 @@ class EmbeddingModel:
                 f"says {manifest.tokenizer.vocab_size}; the tokenizer belongs to another model: re-export"
             )
         _check_file(self.onnx_path, variant.sha256)
-        if backend == "openvino":
-            self.session: Any = openvino_backend.OpenVINOSession(self.onnx_path, self.precision, threads,
-                                                                 variant.sha256)
-        else:
-            self.session = create_session(self.onnx_path, device, threads, device_id, self.precision, allow_spinning)
-        self._input_names = [i.name for i in self.session.get_inputs()]
-        unknown = set(self._input_names) - set(KNOWN_INPUTS)
+        self.engine: Engine = engine or _session_engine(self.onnx_path, variant, backend, device, threads, device_id,
+                                                        self.precision, allow_spinning, io_binding)
+        unknown = set(self.engine.input_names) - set(KNOWN_INPUTS)
         if unknown:
             raise ArtifactError(f"{self.onnx_path}: unexpected graph inputs {sorted(unknown)}; expected {KNOWN_INPUTS}")
-        outputs = {o.name: o for o in self.session.get_outputs()}
-        # Graphs from jina-onnx pool inside the graph; a third-party graph falls back to numpy pooling.
-        self._output = "sentence_embedding" if "sentence_embedding" in outputs else next(iter(outputs))
-        width = outputs[self._output].shape[-1]
+        width = getattr(self.engine, "width", None)
         if isinstance(width, int) and width != manifest.dim:
             raise ArtifactError(
-                f"{self.onnx_path}: graph output {self._output!r} has width {width} but the manifest says "
+                f"{self.onnx_path}: graph output {getattr(self.engine, 'output', '')!r} has width {width} but the manifest says "
                 f"dim {manifest.dim}; the ONNX file belongs to another model: re-export"
             )
-        self._pooled_in_graph = self._output == "sentence_embedding"
-        # On CUDA, bind the pooled output on the device so nothing else is copied back.
-        self.io_binding = (device == "cuda") if io_binding is None else io_binding
-        self._ort: Any = require("onnxruntime", "cpu")
-        # Overlap host and device work where the host is the bottleneck; on CPU the producer thread
-        # competes with ONNX Runtime for the same cores (measured: see PIPELINE_ON_CPU).
-        self.pipeline = (device == "cuda" or PIPELINE_ON_CPU) if pipeline is None else bool(pipeline)
+        self.host_workers = _host_workers(device, threads, pipeline, host_workers)
+        self.tokenizer.reserve(self.host_workers)  # one private tokenizer per worker thread
         self.default_batch_size, self.default_token_budget = DEVICE_DEFAULTS[device]
+
+    @property
+    def pipeline(self) -> bool:
+        """Whether host work (tokenizing, padding, copies) runs on worker threads beside the device."""
+        return self.host_workers > 0
+
+    @property
+    def session(self) -> Any:
+        """The ONNX Runtime (or OpenVINO) session that runs the graph."""
+        return self.engine.session  # type: ignore[attr-defined]
+
+    @session.setter
+    def session(self, session: Any) -> None:
+        self.engine = SessionEngine(session, device=self.device, device_id=self.device_id,
+                                    io_binding=getattr(self.engine, "io_binding", None),
+                                    pads_lone_text=self.engine.pads_lone_text)
+
+    @property
+    def io_binding(self) -> bool:
+        """On CUDA, inputs are copied to the GPU on the host path and only the pooled output comes back."""
+        return bool(getattr(self.engine, "io_binding", False))
+
+    @io_binding.setter
+    def io_binding(self, value: bool) -> None:
+        self.engine.io_binding = value  # type: ignore[attr-defined]
 
     @property
     def name(self) -> str:
@@ -188,14 +184,14 @@ class EmbeddingModel:
         """
         texts = _check_texts(data)
         batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
-        chunks = (texts[start:end] for start, end in sort_windows(len(texts), batch_size))
-        parts, truncated = [], 0
+        parallel = self._parallel(len(texts), batch_size)
+        chunks = (texts[start:end] for start, end in sort_windows(len(texts), batch_size, ramp=parallel))
+        out = np.empty((len(texts), self.dim), dtype=np.float32)  # (n, dim); windows fill it in order
+        truncated = 0
         with _progress(show_progress, len(texts), f"encode {self.name}") as bar:
-            for out, cut in self._embed_chunks(chunks, batch_size, limit, token_budget, bar):
-                parts.append(out)
+            for _, cut in self._embed_chunks(chunks, batch_size, limit, token_budget, bar, parallel, into=out):
                 truncated += cut
         self._warn_truncated(truncated, len(texts), limit)
-        out = parts[0] if len(parts) == 1 else np.concatenate(parts) if parts else np.empty((0, self.dim), np.float32)
         return self._finish(out, normalize)
 
     def encode_iter(
@@ -228,7 +224,7 @@ class EmbeddingModel:
         seen = truncated = 0
         with _progress(show_progress, total, f"encode {self.name}") as bar:
             for out, cut in self._embed_chunks(_checked_chunks(iter(texts), chunk_size), batch_size, limit,
-                                               token_budget, bar):
+                                               token_budget, bar, self.host_workers > 0):
                 seen, truncated = seen + len(out), truncated + cut
                 yield self._finish(out, normalize)
         self._warn_truncated(truncated, seen, limit)
@@ -249,7 +245,7 @@ class EmbeddingModel:
         out = np.empty((len(ids), self.dim), dtype=np.float32)  # (n, dim)
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))
         for rows in plan_batches(lengths, batch_size or len(ids) or 1, budget, self.max_length):
-            out[rows] = self._infer(self._prepare([ids[i] for i in rows], rows, lone=len(ids) == 1))
+            out[rows] = self.run_batch(self._pad_batch([ids[i] for i in rows], rows, lone=len(ids) == 1))
         return out
 
     def warmup(self, batch_sizes: Sequence[int] = (1, 32), lengths: Sequence[int] = (16, 64, 128, 512)) -> None:
@@ -258,7 +254,43 @@ class EmbeddingModel:
         for batch in batch_sizes:
             for length in lengths:
                 length = min(length, self.max_length)
-                self._infer(self._prepare([[self.manifest.tokenizer.pad_id + 1] * length] * batch))
+                self.run_batch(self._pad_batch([[self.manifest.tokenizer.pad_id + 1] * length] * batch))
+
+    def prepare_batches(self, texts: Sequence[str], *, batch_size: int | None = None,
+                        token_budget: int | None = None, max_length: int | None = None) -> list[PreparedBatch]:
+        """The batches `encode` would run for `texts`, tokenized, padded and placed on the device, in the
+        order `encode` runs them; each batch's `rows` are positions in `texts`.
+
+        The same windows and plan as `encode` (with host workers too), with the host work done here in the
+        calling thread: with `run_batch`, this times the engine alone on exactly the work `encode` gives it
+        (the benchmarks' ceiling for `encode`). Options are those of `encode`.
+
+        Example:
+            >>> batches = model.prepare_batches(["a text", "another one"])  # doctest: +SKIP
+            >>> sum(len(model.run_batch(b)) for b in batches)  # doctest: +SKIP
+            2
+        """
+        texts = _check_texts(texts)
+        batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
+        batches = []
+        for start, end in sort_windows(len(texts), batch_size, ramp=self._parallel(len(texts), batch_size)):
+            stream = hostpath.serial(iter([texts[start:end]]), lambda window: self.tokenizer.tokenize(window, limit),
+                                     self._planner(batch_size, token_budget), self._pad_batch)
+            batches += [dataclasses.replace(item, rows=item.rows + start) for item in stream
+                        if isinstance(item, PreparedBatch) and item.rows is not None]
+        return batches
+
+    def run_batch(self, batch: PreparedBatch) -> FloatArray:
+        """Embed one prepared batch on the engine: float32 (rows, dim), not normalized.
+
+        Example:
+            >>> [model.run_batch(b).shape for b in model.prepare_batches(["a text"])]  # doctest: +SKIP
+            [(1, 312)]
+        """
+        result = self.engine.run(batch.feed)
+        if self.engine.pooled:
+            return result  # (batch, dim)
+        return pool(result, batch.attention_mask, self.manifest.pooling)  # (batch, seq, dim) -> (batch, dim)
 
     def _check_options(self, batch_size: int | None, max_length: int | None,
                        token_budget: int | None) -> tuple[int, int, int]:
@@ -277,75 +309,67 @@ class EmbeddingModel:
         return batch_size, max_length, token_budget
 
     def _embed_chunks(self, chunks: Iterator[list[str]], batch_size: int, limit: int, token_budget: int,
-                      bar: Any) -> Iterator[tuple[FloatArray, int]]:
-        """(embeddings, texts truncated) per chunk, in order. The host work runs one step ahead in a
-        background thread when `self.pipeline` is on; the device work is the same either way."""
-        stream = self._prepared(chunks, batch_size, limit, token_budget)
-        if self.pipeline:
-            stream = prefetch(stream, depth=2)  # at most 2 prepared batches wait beside the running one
+                      bar: Any, parallel: bool, into: FloatArray | None = None) -> Iterator[tuple[FloatArray, int]]:
+        """(embeddings, texts truncated) per chunk, in order. The host work runs on `host_workers` threads
+        beside the device when `parallel`, else in this thread between device calls; for the same chunks
+        the batches, and so the outputs, are the same either way. With `into`, the chunks' rows are
+        written there, one after another, and the chunk arrays yielded are views of it."""
+        plan = self._planner(batch_size, token_budget)
+        if parallel:
+            stream = hostpath.parallel(chunks, lambda window: self.tokenizer.tokenize(window, limit, private=True),
+                                       plan, self._pad_batch, workers=self.host_workers, slice_size=batch_size)
+        else:
+            stream = hostpath.serial(chunks, lambda window: self.tokenizer.tokenize(window, limit), plan,
+                                     self._pad_batch)
         out: FloatArray | None = None
-        truncated = filled = 0
+        truncated = filled = offset = 0
         try:
             for item in stream:
-                if isinstance(item, _ChunkStart):
-                    out = np.empty((item.size, self.dim), dtype=np.float32)  # (n, dim)
+                if isinstance(item, ChunkStart):
+                    if into is None:
+                        out = np.empty((item.size, self.dim), dtype=np.float32)  # (n, dim)
+                    else:
+                        out, offset = into[offset:offset + item.size], offset + item.size
                     truncated, filled = item.truncated, 0
                     if item.repaired:
                         warnings.warn(f"{item.repaired} of {item.size} inputs contained lone surrogates (invalid "
                                       "Unicode); they were replaced by U+FFFD before embedding", UnicodeWarning,
                                       stacklevel=4)
                     continue
-                out[item.rows] = self._infer(item)  # type: ignore[index]
-                filled += len(item.rows)  # type: ignore[arg-type]
+                assert out is not None and item.rows is not None  # a window starts before its batches
+                out[item.rows] = self.run_batch(item)
+                filled += len(item.rows)
                 if bar is not None:
-                    bar.update(len(item.rows))  # type: ignore[arg-type]
-                if filled == len(out):  # type: ignore[arg-type]
+                    bar.update(len(item.rows))
+                if filled == len(out):
                     yield out, truncated  # as soon as it is complete, not when the next chunk starts
         finally:
-            stream.close()  # type: ignore[attr-defined]  # stops and joins the producer if we stop early
+            stream.close()  # stops and joins the host workers if we stop early
 
-    def _prepared(self, chunks: Iterator[list[str]], batch_size: int, limit: int,
-                  token_budget: int) -> Iterator[_ChunkStart | _Batch]:
-        """The host side: per chunk a _ChunkStart, then its batches, longest first."""
-        for texts in chunks:
-            tokens = self.tokenizer.tokenize(texts, limit)
-            yield _ChunkStart(len(texts), tokens.truncated, tokens.repaired)
-            for rows in plan_batches(tokens.lengths, batch_size, token_budget, self.max_length):
-                yield self._prepare([tokens.ids[i] for i in rows], rows, lone=len(texts) == 1)
+    def _parallel(self, count: int, batch_size: int) -> bool:
+        """Whether a call of `count` texts runs its host work on the workers (one batch: not worth starting
+        threads for)."""
+        return self.host_workers > 0 and count > batch_size
 
-    def _prepare(self, ids: list[list[int]], rows: IndexArray | None = None, lone: bool = False) -> _Batch:
+    def _planner(self, batch_size: int, token_budget: int) -> Callable[[TokenizedBatch], list[IndexArray]]:
+        return lambda tokens: plan_batches(tokens.lengths, batch_size, token_budget, self.max_length)
+
+    def _pad_batch(self, ids: list[list[int]], rows: IndexArray | None = None, lone: bool = False) -> PreparedBatch:
         # Buckets keep the number of distinct shapes small for batches. A call with one text (`lone`) needs no
         # padding at all, and padding it costs batch-1 latency (+20% at p50 on short sentences, t fp32,
         # measured). A text the planner puts alone in a batch of a bigger call is still padded to its bucket,
         # so its vector does not depend on its neighbours (unpadded differs by ~1e-6). OpenVINO pads lone texts
         # too: it keeps kernels for every shape it sees (openvino_backend.row_bucket).
-        exact = lone and self.backend != "openvino"
+        exact = lone and not self.engine.pads_lone_text
         width = len(ids[0]) if exact else bucket_length(max(len(x) for x in ids), self.max_length)
         input_ids, attention_mask = self.tokenizer.pad(ids, width)  # (batch, width) each
         feed: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in self._input_names:
+        if "token_type_ids" in self.engine.input_names:
             feed["token_type_ids"] = np.zeros_like(input_ids)
-        feed = {name: feed[name] for name in self._input_names}
-        if self.io_binding:
-            # Copied to the device here, in the producer thread when pipelined, so the copy overlaps
-            # the previous batch's compute; the consumer only binds.
-            feed = {name: self._ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id)
-                    for name, array in feed.items()}
-        return _Batch(rows, feed, attention_mask)
-
-    def _infer(self, batch: _Batch) -> FloatArray:
-        if self.io_binding:
-            binding = self.session.io_binding()
-            for name, value in batch.feed.items():
-                binding.bind_ortvalue_input(name, value)
-            binding.bind_output(self._output, self.device, self.device_id)
-            self.session.run_with_iobinding(binding)
-            (result,) = binding.copy_outputs_to_cpu()
-        else:
-            (result,) = self.session.run([self._output], batch.feed)
-        if self._pooled_in_graph:
-            return result  # (batch, dim)
-        return pool(result, batch.attention_mask, self.manifest.pooling)  # (batch, seq, dim) -> (batch, dim)
+        # With I/O binding this copies to the device: on a host worker when there are some, so the copy
+        # overlaps the previous batch's compute.
+        return PreparedBatch(rows, self.engine.place({name: feed[name] for name in self.engine.input_names}),
+                             attention_mask)
 
     def _finish(self, out: FloatArray, normalize: bool | None) -> FloatArray:
         return l2_normalize(out) if (normalize if normalize is not None else self.manifest.normalize) else out
@@ -369,6 +393,7 @@ def build_model(
     pipeline: bool | None = None,
     allow_spinning: bool = True,
     backend: str = "auto",
+    host_workers: int | None = None,
 ) -> EmbeddingModel:
     """Load an exported model.
 
@@ -381,8 +406,11 @@ def build_model(
         threads: ONNX Runtime intra-op threads on CPU; None uses the physical cores.
         device_id: which GPU, with device="cuda" (or "auto" finding CUDA).
         warmup: run the common input shapes once before returning; None means yes on CUDA.
-        pipeline: prepare the next batches in a background thread while the device runs; None means
-            yes on CUDA (where the host was the bottleneck) and `PIPELINE_ON_CPU` on CPU.
+        pipeline: prepare the next batches on worker threads while the device runs; None means yes on
+            CUDA (where the host was the bottleneck) and `PIPELINE_ON_CPU` on CPU.
+        host_workers: how many worker threads tokenize, pad and copy for the device (each with its own
+            tokenizer); None: with the pipeline on, the cores the engine leaves free (on CUDA all but
+            one), at least 1; 0 does the host work in the calling thread (as pipeline=False).
         allow_spinning: let idle ONNX Runtime threads busy-wait between calls (fastest for batch work);
             False when other work shares the cores, as in `jina-onnx serve`.
         backend: "onnxruntime", "openvino" (CPU only: the `openvino` extra) or "auto": ONNX Runtime unless
@@ -403,7 +431,8 @@ def build_model(
     if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
         raise InputError(f"device_id={device_id!r} must be a non-negative integer")
     model = _load(directory, manifest, device=device, precision=precision, backend=backend, threads=threads,
-                  device_id=device_id, pipeline=pipeline, allow_spinning=allow_spinning, cache_dir=home_dir(cache_dir))
+                  device_id=device_id, pipeline=pipeline, allow_spinning=allow_spinning, cache_dir=home_dir(cache_dir),
+                  host_workers=host_workers)
     log.info("jina-onnx: %s runs %s on %s with %s (%s)", manifest.name, model.precision, model.device, model.backend,
              model.onnx_path)
     if warmup if warmup is not None else model.device == "cuda":
@@ -412,13 +441,14 @@ def build_model(
 
 
 def _load(directory: Path, manifest: Manifest, *, device: str, precision: str, backend: str, threads: int | None,
-          device_id: int, pipeline: bool | None, allow_spinning: bool, cache_dir: Path) -> EmbeddingModel:
+          device_id: int, pipeline: bool | None, allow_spinning: bool, cache_dir: Path,
+          host_workers: int | None = None) -> EmbeddingModel:
     """The engine, device and variant `build_model`'s arguments ask for, loaded."""
 
     def make(variant: Variant, device: str = "cpu", engine: str = "onnxruntime",
              hint: str | None = None) -> EmbeddingModel:
         return EmbeddingModel(directory, manifest, variant, device, threads, device_id, pipeline=pipeline,
-                              allow_spinning=allow_spinning, backend=engine, precision=hint)
+                              allow_spinning=allow_spinning, backend=engine, precision=hint, host_workers=host_workers)
 
     if backend == "openvino" or (precision == "bf16" and backend == "auto"):
         backends.check_openvino_request(precision, "cpu" if device == "auto" else device)
@@ -541,6 +571,31 @@ def runs_onnxruntime_on_cpu(device: str, precision: str, backend: str) -> bool:
         return False
     resolved_device = select_device(device, _available_providers())
     return resolved_device == "cpu" and not _measures_engines(resolved_device, precision, backend)
+
+
+def _session_engine(path: Path, variant: Variant, backend: str, device: str, threads: int | None, device_id: int,
+                    precision: str, allow_spinning: bool, io_binding: bool | None) -> SessionEngine:
+    """The engine for one ONNX file: OpenVINO's (CPU) or ONNX Runtime's (CPU or CUDA)."""
+    if backend == "openvino":
+        # OpenVINO compiles kernels for every shape it meets: lone texts are padded to buckets too.
+        return SessionEngine(openvino_backend.OpenVINOSession(path, precision, threads, variant.sha256),
+                             pads_lone_text=True)
+    session = create_session(path, device, threads, device_id, precision, allow_spinning)
+    return SessionEngine(session, device=device, device_id=device_id, io_binding=io_binding)
+
+
+def _host_workers(device: str, threads: int | None, pipeline: bool | None, host_workers: int | None) -> int:
+    """How many threads do the host work beside the device (0: the calling thread does it)."""
+    if host_workers is not None:
+        if not isinstance(host_workers, int) or isinstance(host_workers, bool) or host_workers < 0:
+            raise InputError(f"host_workers={host_workers!r} must be a non-negative integer (0: no worker threads)")
+        if pipeline is False and host_workers > 0:
+            raise InputError(f"pipeline=False keeps the host work in the calling thread but host_workers="
+                             f"{host_workers} asks for worker threads; pass only one of them")
+        return host_workers
+    if not (pipeline if pipeline is not None else device == "cuda" or PIPELINE_ON_CPU):
+        return 0
+    return max(1, hostpath.default_workers(device, threads or physical_cores()))
 
 
 def _available_providers() -> list[str]:

@@ -77,8 +77,12 @@ class _Embedder:
             directory = Path(self._tmp.name)
             for name, data in files.items():
                 (directory / name).write_bytes(data)
-        # ONNX Runtime on every worker: an "auto" choice per node could mix engines in one corpus.
-        self.model = build_model(directory, device=device, precision=precision, threads=threads, backend="onnxruntime")
+        # ONNX Runtime on every worker: an "auto" choice per node could mix engines in one corpus. On a GPU the
+        # host workers stay within the CPUs Ray reserved for this actor (all but the one driving the GPU), not
+        # the node's: several GPU actors share a node.
+        host_workers = max(1, threads - 1) if device == "cuda" and threads else None
+        self.model = build_model(directory, device=device, precision=precision, threads=threads, backend="onnxruntime",
+                                 host_workers=host_workers)
         self.column, self.output_column = column, output_column
         self.normalize, self.batch_size = normalize, batch_size
 
@@ -103,7 +107,8 @@ def embed_dataset(ds: Any, *, model: str | os.PathLike[str], column: str = "text
         precision: the variant; "auto" picks for `device` as `build_model` would.
         device: "cpu" or "cuda" (then each actor asks Ray for one GPU).
         workers: actors in the pool; cpus_per_worker: the CPUs Ray reserves for each.
-        threads: ONNX Runtime threads per actor (default: cpus_per_worker rounded, at least 1).
+        threads: ONNX Runtime threads per actor (default: cpus_per_worker rounded, at least 1); on CUDA,
+            the actor's host worker threads are one fewer (at least 1).
         rows_per_batch: rows per `map_batches` call; batch_size: texts per ONNX Runtime call inside it.
         ship: "auto" (object store up to SHIP_LIMIT, else path), "object-store" or "path".
 
@@ -193,7 +198,8 @@ def run_corpus_job(source: str, output: str, *, address: str | None, model: str,
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     ds = ray.data.from_items([{"path": str(p.resolve())} for p in files],  # type: ignore[attr-defined]
                              override_num_blocks=len(files))
-    # Read tasks take a quarter CPU: with whole CPUs they could starve beside the actors (design.md pitfall 9).
+    # Read tasks take a quarter CPU: with whole CPUs they could starve beside the actors
+    # (docs/architecture.md, pitfall 9).
     ds = ds.map_batches(_read_shards, fn_kwargs={"settings": settings, "out": str(out.resolve())}, batch_size=1,
                         num_cpus=0.25)
     ds = embed_dataset(ds, model=directory, column="text", precision=resolved.precision.value, device=device,

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from jina_onnx import DeviceError, InputError, InputTypeError, build_model
 from jina_onnx.batching import bucket_length, plan_batches
@@ -209,3 +211,21 @@ def test_streaming_200k_texts_keeps_memory_flat(artifact) -> None:
 def test_memory_does_not_grow_with_new_shapes(artifact) -> None:
     first, second, third = rss_samples(artifact("t"), "shapes")
     assert third - first < 0.05 * first, (first, second, third)
+
+
+@given(st.lists(st.integers(0, 600), max_size=300), st.integers(1, 300), st.integers(1, 70_000),
+       st.sampled_from([128, 512]))
+@settings(max_examples=300, deadline=None)
+def test_vectorized_planner_matches_the_per_text_rule(lengths: list[int], batch_size: int, budget: int,
+                                                      limit: int) -> None:
+    """plan_batches searches the sorted widths; the rule it implements, text by text, gives the same plan."""
+    array = np.array(lengths, dtype=np.int64)
+    order = np.argsort(-array, kind="stable")
+    widths = [bucket_length(int(n), limit) for n in array[order]]
+    expected, start = [], 0
+    while start < len(order):
+        end = min(start + max(1, min(batch_size, budget // widths[start])), len(order))
+        short = next((i for i in range(start + 1, end) if 2 * widths[i] <= widths[start]), end)
+        expected.append(order[start:short].tolist())
+        start = short
+    assert [b.tolist() for b in plan_batches(array, batch_size, budget, limit)] == expected

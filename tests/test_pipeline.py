@@ -1,17 +1,23 @@
-"""The pipelined encode: host work one step ahead in a background thread, outputs unchanged."""
+"""The host path on worker threads: outputs bit-identical to the serial path, order, errors, threads, fork."""
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from jina_onnx import InputTypeError, build_model
 from jina_onnx.batching import DEVICE_DEFAULTS, sort_windows
-from jina_onnx.pipeline import prefetch
+from jina_onnx import hostpath
+from jina_onnx.tokenization import TokenizedBatch
 
 from benchmarks.sts import load_sts
 
@@ -27,31 +33,50 @@ def mixed_texts(count: int, seed: int = 0) -> list[str]:
     return texts
 
 
+def same_plan_serially(model, texts: list[str], **options: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """What `model.encode(texts)` gives, from the same plan with the host work done in this thread."""
+    out = np.empty((len(texts), model.dim), dtype=np.float32)
+    for batch in model.prepare_batches(texts, **options):
+        out[batch.rows] = model.run_batch(batch)
+    return out
+
+
 @pytest.fixture(scope="module")
 def models(artifact):  # type: ignore[no-untyped-def]
-    """(serial, pipelined) t fp32 models on the same artifact."""
+    """(serial, with 3 host workers) t fp32 models on the same artifact."""
     return (build_model(artifact("t"), device="cpu", precision="fp32", pipeline=False),
-            build_model(artifact("t"), device="cpu", precision="fp32", pipeline=True))
+            build_model(artifact("t"), device="cpu", precision="fp32", host_workers=3))
 
 
 def test_pipelined_equals_serial_exactly(models, artifact) -> None:
     serial, pipelined = models
-    assert not serial.pipeline and pipelined.pipeline
+    assert (serial.host_workers, pipelined.host_workers) == (0, 3) and pipelined.pipeline
     texts = mixed_texts(4500)
     assert len(sort_windows(len(texts), DEVICE_DEFAULTS["cpu"][0])) == 3
-    with pytest.warns(UserWarning, match="truncated"):
-        expected = serial.encode(texts)
+    assert len(sort_windows(len(texts), DEVICE_DEFAULTS["cpu"][0], ramp=True)) > 3  # the workers' windows
+    expected = same_plan_serially(pipelined, texts)
     with pytest.warns(UserWarning, match="truncated"):
         assert np.array_equal(pipelined.encode(texts), expected)
+    # The serial model's larger windows pad some texts differently: the same vectors within float noise.
+    with pytest.warns(UserWarning, match="truncated"):
+        np.testing.assert_allclose(serial.encode(texts), expected, atol=1e-5)
+    # encode_iter's windows are its chunks on both paths: bit-identical to the serial model.
     with pytest.warns(UserWarning, match="truncated"):
         streamed = np.concatenate(list(pipelined.encode_iter(iter(texts), chunk_size=700)))
-    assert np.array_equal(streamed, expected)
-    # I/O binding (the CUDA path, run here on the CPU) copies in the producer thread: same values.
+    with pytest.warns(UserWarning, match="truncated"):
+        assert np.array_equal(streamed, np.concatenate(list(serial.encode_iter(iter(texts), chunk_size=700))))
+    one = build_model(artifact("t"), device="cpu", precision="fp32", pipeline=True)  # the default count: >= 1
+    assert one.host_workers >= 1
+    with pytest.warns(UserWarning, match="truncated"):
+        assert np.array_equal(np.concatenate(list(one.encode_iter(texts, batch_size=7))),
+                              np.concatenate(list(serial.encode_iter(texts, batch_size=7))))
+    # I/O binding (the CUDA path, run here on the CPU) copies on the workers: same values.
     bound = build_model(artifact("s"), device="cpu", precision="int8", pipeline=True)
     bound.io_binding = True
     plain = build_model(artifact("s"), device="cpu", precision="int8", pipeline=False)
     with pytest.warns(UserWarning, match="truncated"):
-        assert np.array_equal(bound.encode(texts[:300]), plain.encode(texts[:300]))
+        assert np.array_equal(np.concatenate(list(bound.encode_iter(texts[:300], chunk_size=150))),
+                              np.concatenate(list(plain.encode_iter(texts[:300], chunk_size=150))))
 
 
 def test_pipelined_keeps_the_callers_order(models) -> None:
@@ -65,26 +90,62 @@ def test_pipelined_keeps_the_callers_order(models) -> None:
     np.testing.assert_allclose(expected[::97], alone, atol=1e-5)  # a lone text is unpadded: not bit-equal
 
 
-def test_prefetch_stays_bounded_and_stops_with_its_consumer() -> None:
-    produced = []
+def test_parallel_host_path_stays_bounded_and_stops_with_its_consumer() -> None:
+    prepared = []
 
-    def source():  # type: ignore[no-untyped-def]
-        for i in range(1000):
-            produced.append(i)
-            yield i
+    def tokenize(texts: list[str]) -> TokenizedBatch:
+        return TokenizedBatch([[1] * (1 + len(t) % 5) for t in texts], truncated=0)
 
+    def prepare(ids: list[list[int]], rows: np.ndarray, lone: bool) -> int:
+        prepared.append(len(ids))
+        return len(prepared)
+
+    def plan(tokens: TokenizedBatch) -> list[np.ndarray]:
+        return np.array_split(np.arange(len(tokens.ids)), len(tokens.ids) // 4)
+
+    windows = ([f"text {i}"] * 400 for i in range(10))
     before = threading.active_count()
-    stream = prefetch(source(), depth=2)
-    for consumed, item in enumerate(stream):
-        assert item == consumed
-        time.sleep(0.002)
-        # in the queue (2), blocked in put (1) and just handed over (1): never more ahead than that
-        assert len(produced) - consumed <= 4
-        if consumed == 50:
+    stream = hostpath.parallel(windows, tokenize, plan, prepare, workers=3, slice_size=32, ahead=3)
+    batches = 0
+    for item in stream:
+        if isinstance(item, hostpath.ChunkStart):
+            assert item.size == 400
+            continue
+        batches += 1
+        time.sleep(0.001)
+        # at most `ahead` padded batches of a window wait for the device, and near a window's end the next
+        # window's first `ahead` too
+        assert len(prepared) - batches <= 2 * 3
+        if batches == 150:
             break
     stream.close()
-    assert threading.active_count() == before  # the producer was stopped and joined
-    assert len(produced) <= 55
+    assert threading.active_count() == before  # the workers were stopped and joined
+    assert len(prepared) <= 150 + 2 * 3
+
+
+def test_padding_goes_before_tokenizing_the_next_window() -> None:
+    log: list[str] = []
+
+    def tokenize(texts: list[str]) -> TokenizedBatch:
+        log.append(f"tokenize {texts[0]}")
+        time.sleep(0.005)
+        return TokenizedBatch([[1, 2]] * len(texts), truncated=0)
+
+    def prepare(ids: list[list[int]], rows: np.ndarray, lone: bool) -> int:
+        time.sleep(0.002)  # long enough for the consumer to queue the next pad meanwhile
+        log.append("pad")
+        return len(ids)
+
+    def plan(tokens: TokenizedBatch) -> list[np.ndarray]:
+        return np.array_split(np.arange(len(tokens.ids)), 8)
+
+    windows = iter([["w0"] * 64, ["w1"] * 64])
+    out = list(hostpath.parallel(windows, tokenize, plan, prepare, workers=1, slice_size=8, ahead=2))
+    assert [x for x in out if not isinstance(x, hostpath.ChunkStart)] == [8] * 16
+    # One worker: window 1's 8 slices were queued before window 0's first pad, yet window 0's 8 pads ran
+    # before all but the slice the worker had already taken (first come first served would run all 8 first).
+    last_pad_of_w0 = [i for i, entry in enumerate(log) if entry == "pad"][7]
+    assert log[:last_pad_of_w0].count("tokenize w1") <= 1
 
 
 def test_producer_errors_arrive_in_order(models) -> None:
@@ -96,7 +157,7 @@ def test_producer_errors_arrive_in_order(models) -> None:
         next(chunks)
     before = threading.active_count()
     for _ in pipelined.encode_iter(iter(["x"] * 5000), chunk_size=100):
-        break  # a consumer that leaves early takes the producer thread with it
+        break  # a consumer that leaves early takes the worker threads with it
     assert threading.active_count() == before
 
     def broken():  # type: ignore[no-untyped-def]
@@ -110,7 +171,7 @@ def test_producer_errors_arrive_in_order(models) -> None:
 def test_threads_share_one_pipelined_model(models) -> None:
     serial, pipelined = models
     jobs = [mixed_texts(150, seed) for seed in range(8)]
-    expected = [serial.encode(texts, batch_size=16) for texts in jobs]
+    expected = [same_plan_serially(pipelined, texts, batch_size=16) for texts in jobs]
     results: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
 
@@ -149,3 +210,75 @@ def test_device_sized_defaults(models) -> None:
     assert (serial.default_batch_size, serial.default_token_budget) == DEVICE_DEFAULTS["cpu"] == (32, 8192)
     assert DEVICE_DEFAULTS["cuda"] == (256, 65536)
     assert 256 * 128 <= DEVICE_DEFAULTS["cuda"][1]  # a GPU batch of 128-token texts is not cut by the budget
+
+
+FORK_CHECK = """
+import json, os, sys, time
+from pathlib import Path
+from benchmarks.host import NearFreeEngine, model_with
+from benchmarks.sts import load_sts
+from jina_onnx.manifest import load_manifest
+
+artifact = Path(sys.argv[1])
+manifest = load_manifest(artifact)
+sentences = load_sts()[0]
+texts = [" ".join(sentences[i:i + 6]) for i in range(0, 6 * 1500, 6)]  # ~100 tokens each
+model = model_with(artifact, NearFreeEngine(manifest.dim, manifest.inputs), int(sys.argv[2]))
+model.tokenizer.tokenize(texts)  # the library's own parallel pool, used before the fork (a service's warm-up)
+
+def speed():
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        model.encode(texts, batch_size=256, token_budget=65536)
+        best = max(best, len(texts) / (time.perf_counter() - started))
+    return best
+
+parent = speed()
+read, write = os.pipe()
+pid = os.fork()
+if pid == 0:
+    os.write(write, json.dumps(speed()).encode())
+    os._exit(0)
+os.waitpid(pid, 0)
+child = json.loads(os.read(read, 100))
+print(json.dumps({"parent": max(parent, speed()), "child": child}))
+"""
+
+
+def test_a_forked_child_encodes_as_fast_as_its_parent(artifact) -> None:
+    """tokenizers >= 0.22.2 runs its pool on one thread in a child forked after the parent used it (a
+    `gunicorn --preload` worker): the host workers must not depend on that pool, nor on threads of the
+    parent's, which a fork does not copy."""
+    env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
+
+    def speeds(workers: int) -> dict[str, float]:
+        done = subprocess.run([sys.executable, "-c", FORK_CHECK, str(artifact("t")), str(workers)],
+                              capture_output=True, text=True, timeout=300, env=env,
+                              cwd=Path(__file__).resolve().parent.parent, check=False)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+    with_workers = speeds(2)
+    assert with_workers["child"] >= 0.9 * with_workers["parent"], with_workers
+    # What the check guards against: the host work in the calling thread relies on the library's pool,
+    # which the child runs on one thread (about half the parent's speed on 2 cores).
+    if len(os.sched_getaffinity(0)) >= 2:
+        serial = speeds(0)
+        assert serial["child"] < 0.8 * serial["parent"], serial
+
+
+def test_worker_count_defaults_and_bad_values(artifact, monkeypatch) -> None:
+    from jina_onnx import InputError
+
+    monkeypatch.setattr(hostpath, "available_cores", lambda: 16)
+    assert hostpath.default_workers("cuda", engine_threads=16) == 15  # all but the core that drives the GPU
+    assert hostpath.default_workers("cpu", engine_threads=16) == 0  # ONNX Runtime already uses every core
+    assert hostpath.default_workers("cpu", engine_threads=4) == 12
+    path = artifact("t")
+    assert build_model(path, device="cpu", precision="fp32").host_workers == 0
+    assert build_model(path, device="cpu", precision="fp32", threads=2, pipeline=True).host_workers == 14
+    with pytest.raises(InputError, match=r"host_workers=-1 must be a non-negative integer"):
+        build_model(path, device="cpu", precision="fp32", host_workers=-1)
+    with pytest.raises(InputError, match="pipeline=False keeps the host work in the calling thread"):
+        build_model(path, device="cpu", precision="fp32", pipeline=False, host_workers=2)

@@ -151,7 +151,8 @@ def test_fp16_survives_activations_far_beyond_fp16_range(hot_t5: Path, tmp_path:
     assert _cosines(ours, reference).min() >= 0.999
 
     # 3. ONNX Runtime's CPU provider runs parts of an fp16 graph in fp32, so it proves little about
-    # overflow (design.md): true fp16 arithmetic with torch .half() is the oracle. The same weight
+    # overflow (docs/architecture.md, "fp16 for T5"):
+    # true fp16 arithmetic with torch .half() is the oracle. The same weight
     # changes as the export (embedding, o, wo x alpha; epsilon x alpha^2) keep it at cosine >= 0.999;
     # the model as is falls apart in fp16 even with transformers' fp16 clamp.
     def half(rescale: float):  # type: ignore[no-untyped-def]
