@@ -1,7 +1,7 @@
 """The fp16 variant: every MatMul in fp16, kept overflow-safe for T5 by rescaling the residual stream.
 
-Pretrained T5 drives its residual stream and FFN outputs past fp16's 65504 (design.md, "Precisions"). The
-old guard kept the norms, Relu, residual Adds and `wo` in fp32, which cost 40-47% of the GPU. This module uses
+Pretrained T5 drives its residual stream and FFN outputs past fp16's 65504 (docs/architecture.md,
+"fp16 for T5"). The old guard kept the norms, Relu, residual Adds and `wo` in fp32, which cost 40-47% of the GPU. This module uses
 T5's own symmetry instead: RMSNorm is scale-invariant, and only the token embedding, the attention output
 projection `o` and the FFN output projection `wo` write into the residual stream. Multiplying those three
 weights by alpha scales the whole stream by alpha; multiplying every norm's epsilon by alpha**2 makes the

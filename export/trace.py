@@ -8,7 +8,7 @@ from typing import Any
 
 from jina_onnx.manifest import Pooling
 
-OPSET = 17  # traced BERT and T5 encoders within 1e-6 of torch here (design.md pitfall 5)
+OPSET = 17  # traced BERT and T5 encoders within 1e-6 of torch here (docs/architecture.md, pitfall 5)
 
 
 def pooled_module(encoder: Any, pooling: Pooling, takes_token_types: bool) -> Any:

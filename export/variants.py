@@ -28,7 +28,7 @@ def optimize_for_cpu(source: Path, target: Path, architecture: Architecture, num
 
     BERT gets the full set (embedding, attention, skip layer norm, bias gelu). For T5 only the
     (skip) RMSNorm fusions are applied: ORT's T5 attention fusion emits RelativePositionBias,
-    which has no CPU kernel (design.md pitfall 2), and its T5 model class applies that fusion
+    which has no CPU kernel (docs/architecture.md, pitfall 2), and its T5 model class applies that fusion
     unconditionally, so T5 graphs go through the BERT class with attention fusion off.
     """
     from onnxruntime.transformers.fusion_options import FusionOptions
