@@ -74,12 +74,13 @@ class StandInDevice(NearFreeEngine):
 
 
 def model_with(artifact: Path, engine: Any, workers: int) -> Any:
-    """An EmbeddingModel of `artifact` (its tokenizer and plan) running on `engine`."""
+    """An EmbeddingModel of `artifact` (its tokenizer and plan) running on `engine` as a CUDA model would: the
+    host path and batch plan of a GPU, whatever runs the batches."""
     from jina_onnx import EmbeddingModel
     from jina_onnx.manifest import Precision, load_manifest
 
     manifest = load_manifest(artifact)
-    return EmbeddingModel(artifact, manifest, manifest.variants[Precision.FP32], "cpu", 1, host_workers=workers,
+    return EmbeddingModel(artifact, manifest, manifest.variants[Precision.FP32], "cuda", 1, host_workers=workers,
                           engine=engine)
 
 

@@ -23,7 +23,7 @@ def sort_windows(count: int, batch_size: int, ramp: bool = False) -> list[tuple[
     because sorting within small windows pads more: windows of 1,024 cost 4.5% on STS sentences
     (t int8, CPU) against one sort of all 3,000.
 
-    `ramp` (the host-worker path) starts with one batch and grows the windows from there instead: each is
+    `ramp` (host workers feeding a GPU) starts with one batch and grows the windows from there instead: each is
     one batch plus a quarter of all texts before it, up to the cap. A window can only be planned once all
     of it is tokenized, so after a first window of two batches the device would wait for 4,096 texts; with
     the ramp, a host 1.25x faster than the device has each window ready before the device finishes the ones

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jina_onnx import InputTypeError, build_model
+from jina_onnx import EmbeddingModel, InputTypeError, build_model
 from jina_onnx.batching import DEVICE_DEFAULTS, sort_windows
 from jina_onnx import hostpath
 from jina_onnx.tokenization import TokenizedBatch
@@ -54,29 +54,32 @@ def test_pipelined_equals_serial_exactly(models, artifact) -> None:
     texts = mixed_texts(4500)
     assert len(sort_windows(len(texts), DEVICE_DEFAULTS["cpu"][0])) == 3
     assert len(sort_windows(len(texts), DEVICE_DEFAULTS["cpu"][0], ramp=True)) > 3  # the workers' windows
-    expected = same_plan_serially(pipelined, texts)
     with pytest.warns(UserWarning, match="truncated"):
-        assert np.array_equal(pipelined.encode(texts), expected)
-    # The serial model's larger windows pad some texts differently: the same vectors within float noise.
+        expected = serial.encode(texts)
     with pytest.warns(UserWarning, match="truncated"):
-        np.testing.assert_allclose(serial.encode(texts), expected, atol=1e-5)
-    # encode_iter's windows are its chunks on both paths: bit-identical to the serial model.
+        assert np.array_equal(pipelined.encode(texts), expected)  # on a CPU both use the same windows
     with pytest.warns(UserWarning, match="truncated"):
         streamed = np.concatenate(list(pipelined.encode_iter(iter(texts), chunk_size=700)))
     with pytest.warns(UserWarning, match="truncated"):
         assert np.array_equal(streamed, np.concatenate(list(serial.encode_iter(iter(texts), chunk_size=700))))
+    # The GPU's host path (windows that ramp up), run here on the CPU session: bit-identical to the same
+    # plan done in this thread, and the same vectors as the serial model within float noise.
+    gpu_like = EmbeddingModel(pipelined.directory, pipelined.manifest, pipelined.variant, "cuda", None,
+                              engine=pipelined.engine, host_workers=3)
+    with pytest.warns(UserWarning, match="truncated"):
+        ramped = gpu_like.encode(texts)
+    assert np.array_equal(ramped, same_plan_serially(gpu_like, texts))
+    np.testing.assert_allclose(ramped, expected, atol=1e-5)
     one = build_model(artifact("t"), device="cpu", precision="fp32", pipeline=True)  # the default count: >= 1
     assert one.host_workers >= 1
     with pytest.warns(UserWarning, match="truncated"):
-        assert np.array_equal(np.concatenate(list(one.encode_iter(texts, batch_size=7))),
-                              np.concatenate(list(serial.encode_iter(texts, batch_size=7))))
+        assert np.array_equal(one.encode(texts, batch_size=7), serial.encode(texts, batch_size=7))
     # I/O binding (the CUDA path, run here on the CPU) copies on the workers: same values.
     bound = build_model(artifact("s"), device="cpu", precision="int8", pipeline=True)
     bound.io_binding = True
     plain = build_model(artifact("s"), device="cpu", precision="int8", pipeline=False)
     with pytest.warns(UserWarning, match="truncated"):
-        assert np.array_equal(np.concatenate(list(bound.encode_iter(texts[:300], chunk_size=150))),
-                              np.concatenate(list(plain.encode_iter(texts[:300], chunk_size=150))))
+        assert np.array_equal(bound.encode(texts[:300]), plain.encode(texts[:300]))
 
 
 def test_pipelined_keeps_the_callers_order(models) -> None:
@@ -171,7 +174,7 @@ def test_producer_errors_arrive_in_order(models) -> None:
 def test_threads_share_one_pipelined_model(models) -> None:
     serial, pipelined = models
     jobs = [mixed_texts(150, seed) for seed in range(8)]
-    expected = [same_plan_serially(pipelined, texts, batch_size=16) for texts in jobs]
+    expected = [serial.encode(texts, batch_size=16) for texts in jobs]
     results: dict[int, np.ndarray] = {}
     errors: list[BaseException] = []
 
