@@ -17,7 +17,7 @@ mkdir -p "$OUT/suite" "$OUT/host"
   nproc
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
-timeout "${HOST_TIMEOUT:-150}" "$PY" -m benchmarks host --model "${HOST_MODEL:-minilm}" ${HOST_ARGS:-} \
+timeout "${HOST_TIMEOUT:-240}" "$PY" -m benchmarks host --model "${HOST_MODEL:-minilm}" ${HOST_ARGS:-} \
   --out "$OUT/host" > "$OUT/host.log" 2>&1
 echo "host exit $?" >> "$OUT/host.log"
 tail -25 "$OUT/host.log"
