@@ -134,9 +134,9 @@ def scaling_child(artifact: Path, texts: dict[str, list[str]], cores: int) -> di
     out: dict[str, Any] = {}
     for workload, items in texts.items():
         out[workload] = _timed({
-            "bare": ("true", lambda: bare.encode_batch_fast(items)),
-            "workers": ("false", lambda: workers.encode(items, batch_size=BATCH, token_budget=BUDGET)),
-            "serial": ("true", lambda: serial.encode(items, batch_size=BATCH, token_budget=BUDGET)),
+            "bare": ("true", lambda items=items: bare.encode_batch_fast(items)),
+            "workers": ("false", lambda items=items: workers.encode(items, batch_size=BATCH, token_budget=BUDGET)),
+            "serial": ("true", lambda items=items: serial.encode(items, batch_size=BATCH, token_budget=BUDGET)),
         }, len(items))
     return out
 

@@ -69,7 +69,7 @@ class ChunkStart:
 class PreparedBatch:
     """One batch, tokenized, padded and placed where the engine runs it (`Engine.place`)."""
 
-    rows: IndexArray | None  # positions in the window
+    rows: IndexArray | None  # positions in the window (in the call, from EmbeddingModel.prepare_batches)
     feed: dict[str, Any]  # graph input name -> (batch, width) numpy array, or a device buffer
     attention_mask: IdArray  # (batch, width); for numpy pooling when the graph has no pooling head
 

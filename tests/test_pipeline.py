@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jina_onnx import EmbeddingModel, InputTypeError, build_model
+from jina_onnx import EmbeddingModel, InputTypeError, build_model, hostpath
 from jina_onnx.batching import DEVICE_DEFAULTS, sort_windows
-from jina_onnx import hostpath
 from jina_onnx.tokenization import TokenizedBatch
 
 from benchmarks.sts import load_sts
