@@ -42,6 +42,7 @@ from .manifest import Precision, load_manifest, safe_member
 from .model import choose_variant, resolve_artifact
 
 SHIP_LIMIT = 512 << 20
+READ_CPUS = 0.25  # what each read task asks of Ray (run_corpus_job)
 
 
 def payload_files(directory: Path, precision: str) -> list[Path]:
@@ -163,6 +164,38 @@ def _read_shards(batch: dict[str, Any], settings: JobSettings, out: str) -> Any:
             write_atomically(part, "".join(rejects))
 
 
+def check_capacity(node_cpus: list[float], workers: int, cpus_per_worker: float) -> None:
+    """Refuse an actor pool this cluster cannot hold while still running the read tasks.
+
+    Ray waits without a word for resources that never free up: `--workers 2` of one CPU each on a 2-CPU
+    Ray left nothing for the 0.25-CPU read tasks, and the job made no progress for 15 minutes
+    (docs/architecture.md, pitfall 9). Actors are placed first fit, one node each, as Ray can place them.
+
+    Example:
+        >>> check_capacity([2.0], workers=2, cpus_per_worker=0.5)  # 1 CPU left for the reads
+        >>> check_capacity([1.0, 1.0], workers=2, cpus_per_worker=1.0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        jina_onnx.corpus.CorpusError: --workers 2 x --cpus-per-worker 1 take every CPU of this Ray cluster ...
+    """
+    free = sorted(node_cpus, reverse=True)
+    for placed in range(workers):
+        node = next((i for i, cpus in enumerate(free) if cpus + 1e-9 >= cpus_per_worker), None)
+        if node is None:
+            raise CorpusError(
+                f"--workers {workers} x --cpus-per-worker {cpus_per_worker:g} do not fit this Ray cluster: its nodes "
+                f"have {', '.join(f'{c:g}' for c in node_cpus) or 'no'} CPUs, room for {placed} such workers; lower "
+                "--workers or --cpus-per-worker (a worker runs on one node)")
+        free[node] -= cpus_per_worker
+    if max(free, default=0.0) + 1e-9 < READ_CPUS:
+        fit = (sum(node_cpus) - READ_CPUS) / workers
+        hint = f"--cpus-per-worker {int(fit * 4) / 4:g} or less" if fit >= 0.25 else f"--workers {workers - 1}"
+        raise CorpusError(
+            f"--workers {workers} x --cpus-per-worker {cpus_per_worker:g} take every CPU of this Ray cluster "
+            f"({sum(node_cpus):g}) and leave none for the tasks that read the input ({READ_CPUS:g} CPU each): "
+            f"the job would wait forever; use {hint}")
+
+
 def run_corpus_job(source: str, output: str, *, address: str | None, model: str, precision: str = "auto",
                    device: str = "cpu", workers: int = 1, cpus_per_worker: float = 1.0, threads: int | None = None,
                    batch_size: int | None = None, normalize: bool | None = None, text_column: str = "text",
@@ -191,6 +224,8 @@ def run_corpus_job(source: str, output: str, *, address: str | None, model: str,
     if not ray.is_initialized():  # type: ignore[attr-defined]
         ray.init(address=address, num_cpus=num_cpus if address is None else None,  # type: ignore[attr-defined]
                  include_dashboard=False, log_to_driver=False)
+    check_capacity([float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")],  # type: ignore[attr-defined]
+                   workers, cpus_per_worker)
     for leftover in out.glob(".ray-staging-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     shutil.rmtree(out / REJECTED_PARTS, ignore_errors=True)
@@ -201,7 +236,7 @@ def run_corpus_job(source: str, output: str, *, address: str | None, model: str,
     # Read tasks take a quarter CPU: with whole CPUs they could starve beside the actors
     # (docs/architecture.md, pitfall 9).
     ds = ds.map_batches(_read_shards, fn_kwargs={"settings": settings, "out": str(out.resolve())}, batch_size=1,
-                        num_cpus=0.25)
+                        num_cpus=READ_CPUS)
     ds = embed_dataset(ds, model=directory, column="text", precision=resolved.precision.value, device=device,
                        workers=workers, cpus_per_worker=cpus_per_worker, threads=threads, batch_size=batch_size,
                        normalize=settings.normalize, ship=ship)

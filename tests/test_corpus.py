@@ -259,3 +259,28 @@ def test_cli_embed_prints_a_summary(artifact, tmp_path: Path, capsys) -> None:
     assert "3 texts embedded" in capsys.readouterr().out
     assert sorted(pq.read_table(tmp_path / "out")["id"].to_pylist()) == ["0", "1", "2"]
     assert main(["embed", str(source), str(tmp_path / "out"), "--workers", "0"]) == 1
+
+
+def test_ray_refuses_a_pool_that_leaves_no_cpu_for_reading(artifact, local_ray, tmp_path: Path) -> None:
+    """Two one-CPU workers on the 2-CPU Ray used to wait forever without a word; now the job refuses at once
+    with what to change, and the setting it suggests runs."""
+    from jina_onnx.ray import check_capacity, run_corpus_job
+
+    shards = {f"c{i}.txt": texts_for(300, seed=70 + i) for i in range(4)}
+    source = write_corpus(tmp_path / "in", shards)
+    started = time.monotonic()
+    with pytest.raises(CorpusError, match=r"--workers 2 x --cpus-per-worker 1 take every CPU of this Ray cluster "
+                                          r"\(2\).*use --cpus-per-worker 0.75 or less"):
+        run_corpus_job(str(source), str(tmp_path / "refused"), address=None, model=str(artifact("t")),
+                       precision="fp32", workers=2, cpus_per_worker=1.0, threads=1)
+    assert time.monotonic() - started < 30
+    assert not list((tmp_path / "refused").glob("*.parquet"))
+    manifest = run_corpus_job(str(source), str(tmp_path / "out"), address=None, model=str(artifact("t")),
+                              precision="fp32", workers=2, cpus_per_worker=0.75, threads=1)
+    assert manifest["rows"] == len(expected_ids(shards))
+    # The same rule on other clusters, without one: two nodes of one CPU; a worker larger than any node.
+    with pytest.raises(CorpusError, match="take every CPU"):
+        check_capacity([1.0, 1.0], workers=2, cpus_per_worker=1.0)
+    check_capacity([1.0, 1.0], workers=2, cpus_per_worker=0.75)
+    with pytest.raises(CorpusError, match=r"do not fit this Ray cluster: its nodes have 1, 1 CPUs, room for 0"):
+        check_capacity([1.0, 1.0], workers=1, cpus_per_worker=1.5)
