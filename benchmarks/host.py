@@ -147,7 +147,8 @@ def device_child(artifact: Path, texts: list[str], cores: int, capacity: float, 
     from jina_onnx.manifest import load_manifest
 
     manifest = load_manifest(artifact)
-    probe = model_with(artifact, NearFreeEngine(manifest.dim, manifest.inputs), 0)
+    # The padded tokens of the host workers' plan: the work the device gets from them.
+    probe = model_with(artifact, NearFreeEngine(manifest.dim, manifest.inputs), cores)
     padded = sum(b.tokens for b in probe.prepare_batches(texts, batch_size=BATCH, token_budget=BUDGET))
     seconds_per_token = len(texts) / padded / (load * capacity)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
