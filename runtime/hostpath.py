@@ -20,6 +20,7 @@ calls release the GIL, so threads with their own tokenizer objects run in parall
 TOKENIZERS_PARALLELISM=false (unless the user set it) so the library's pool does not compete with them.
 
 Example:
+    >>> import numpy as np
     >>> from jina_onnx.tokenization import TokenizedBatch
     >>> tokenize = lambda texts: TokenizedBatch([[1] * len(t) for t in texts], truncated=0)
     >>> plan = lambda tokens: [np.arange(len(tokens.ids))]
@@ -39,8 +40,6 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
-
-import numpy as np  # noqa: F401  (the module example uses it)
 
 from .batching import IndexArray
 from .tokenization import IdArray, TokenizedBatch

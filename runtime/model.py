@@ -105,8 +105,8 @@ class EmbeddingModel:
         width = getattr(self.engine, "width", None)
         if isinstance(width, int) and width != manifest.dim:
             raise ArtifactError(
-                f"{self.onnx_path}: graph output {getattr(self.engine, 'output', '')!r} has width {width} but the manifest says "
-                f"dim {manifest.dim}; the ONNX file belongs to another model: re-export"
+                f"{self.onnx_path}: graph output {getattr(self.engine, 'output', '')!r} has width {width} but the "
+                f"manifest says dim {manifest.dim}; the ONNX file belongs to another model: re-export"
             )
         self.host_workers = _host_workers(device, threads, pipeline, host_workers)
         self.tokenizer.reserve(self.host_workers)  # one private tokenizer per worker thread
@@ -184,8 +184,8 @@ class EmbeddingModel:
         """
         texts = _check_texts(data)
         batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
-        parallel = self._parallel(len(texts), batch_size)
-        chunks = (texts[start:end] for start, end in sort_windows(len(texts), batch_size, ramp=self._ramp(parallel)))
+        windows, parallel = self._windows(len(texts), batch_size)
+        chunks = (texts[start:end] for start, end in windows)
         out = np.empty((len(texts), self.dim), dtype=np.float32)  # (n, dim); windows fill it in order
         truncated = 0
         with _progress(show_progress, len(texts), f"encode {self.name}") as bar:
@@ -273,8 +273,7 @@ class EmbeddingModel:
         texts = _check_texts(texts)
         batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
         batches = []
-        ramp = self._ramp(self._parallel(len(texts), batch_size))
-        for start, end in sort_windows(len(texts), batch_size, ramp=ramp):
+        for start, end in self._windows(len(texts), batch_size)[0]:
             stream = hostpath.serial(iter([texts[start:end]]), lambda window: self.tokenizer.tokenize(window, limit),
                                      self._planner(batch_size, token_budget), self._pad_batch)
             batches += [dataclasses.replace(item, rows=item.rows + start) for item in stream
@@ -347,16 +346,16 @@ class EmbeddingModel:
         finally:
             stream.close()  # stops and joins the host workers if we stop early
 
-    def _parallel(self, count: int, batch_size: int) -> bool:
-        """Whether a call of `count` texts runs its host work on the workers (one batch: not worth starting
-        threads for)."""
-        return self.host_workers > 0 and count > batch_size
+    def _windows(self, count: int, batch_size: int) -> tuple[list[tuple[int, int]], bool]:
+        """The windows of a call of `count` texts, and whether its host work runs on the workers (not for
+        one batch: starting threads would cost more than it saves).
 
-    def _ramp(self, parallel: bool) -> bool:
-        """Whether windows ramp up from one batch (`sort_windows`): where host workers feed a GPU. On a CPU the
+        Windows ramp up from one batch (`sort_windows`) only where host workers feed a GPU. On a CPU the
         "device" is ONNX Runtime on the same cores, and the ramp's smaller windows would only pad more (t int8,
-        STS sentences: 0.89x with the ramp, same run), so the windows stay those of the serial path."""
-        return parallel and self.device == "cuda"
+        STS sentences: 0.89x with the ramp, same run), so the windows stay those of the serial path.
+        """
+        parallel = self.host_workers > 0 and count > batch_size
+        return sort_windows(count, batch_size, ramp=parallel and self.device == "cuda"), parallel
 
     def _planner(self, batch_size: int, token_budget: int) -> Callable[[TokenizedBatch], list[IndexArray]]:
         return lambda tokens: plan_batches(tokens.lengths, batch_size, token_budget, self.max_length)
