@@ -17,7 +17,7 @@ WORK = Path(os.environ.get("JINA_ONNX_BENCH_HOME", Path.home() / ".cache" / "jin
 
 def physical_cores() -> int:
     """The runtime's own default thread count (imported late: cold-start children must not load jina_onnx)."""
-    from jina_onnx.session import physical_cores as cores
+    from jina_onnx.machine import physical_cores as cores
 
     return cores()
 

@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from jina_onnx import build_model
     from jina_onnx.batching import bucket_length
-    from jina_onnx.openvino_backend import row_bucket
+    from jina_onnx.engines.openvino import row_bucket
 
     model = build_model(prepared_artifact(args.model), device="cpu", precision=args.precision, backend=args.backend)
     first, second, _ = load_sts()

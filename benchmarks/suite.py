@@ -61,7 +61,7 @@ FULL = Settings(short_texts=512, long_texts=24, fixed_texts={1: 24, 8: 48, 32: 9
 
 def bf16_available() -> bool:
     """Whether jina-onnx bf16 (OpenVINO) can run here: the default CPU run adds it then."""
-    from jina_onnx import openvino_backend
+    from jina_onnx.engines import openvino as openvino_backend
 
     return openvino_backend.installed() and openvino_backend.cpu_has_bf16()
 

@@ -16,12 +16,13 @@ from typing import Sequence
 
 import numpy as np
 
-from jina_onnx import backends, openvino_backend
+from jina_onnx.engines import checks, openvino
 from jina_onnx.atomic import process_alive
 from jina_onnx.errors import ExportError, JinaOnnxError, ParityError
 from jina_onnx.manifest import (Manifest, Parity, Precision, ProbeInfo, Source, TokenizerInfo, Variant,
                                 sha256_file)
-from jina_onnx.model import EmbeddingModel
+from jina_onnx.loader import open_option
+from jina_onnx.loadplan import Option
 from jina_onnx.probe import PROBE_TEXTS, probe_parity
 from jina_onnx.registry import Architecture, home_dir
 from jina_onnx.tokenization import TextTokenizer
@@ -223,16 +224,15 @@ def _fp16_variant(staging: Path, manifest: Manifest, check: functools.partial, s
 def _openvino_bf16(staging: Path, manifest: Manifest) -> Manifest:
     """Where OpenVINO is installed and the CPU has bf16 units, run bf16's gate now and record it in the
     manifest (`extra["openvino"]["bf16"]`), so loading with backend="openvino" here needs no probe run.
-    Another CPU or OpenVINO version checks again at first load (backends.bf16_verdict)."""
-    if not openvino_backend.installed() or not openvino_backend.cpu_has_bf16():
+    Another CPU or OpenVINO version checks again at first load (engines/checks.py)."""
+    if not openvino.installed() or not openvino.cpu_has_bf16():
         return manifest
-    variant = backends.openvino_variant(manifest)
+    variant = checks.openvino_variant(manifest)
     try:
-        model = EmbeddingModel(staging, manifest, variant, "cpu", threads=None, backend="openvino",
-                               precision="bf16")
+        model = open_option(staging, manifest, Option("openvino", "cpu", variant.precision.value, "bf16"), None)
         # probe_parity (inside bf16_check) silences the probe's deliberate truncation warnings.
-        result = backends.bf16_check(staging, manifest, lambda texts: model.encode(texts, normalize=False)) | {
-            "key": backends.bf16_key(variant), "file": variant.file}
+        result = checks.bf16_check(staging, manifest, lambda texts: model.encode(texts, normalize=False)) | {
+            "key": checks.bf16_key(variant), "file": variant.file}
     except (JinaOnnxError, RuntimeError) as e:  # OpenVINO is optional: the ONNX Runtime artifact stands alone
         log.warning("jina-onnx: OpenVINO could not check bf16 (%s); the runtime will check at first load", e)
         return manifest
@@ -253,7 +253,7 @@ def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: 
                       built_from, dict(fused_ops or {}), dict(details or {}))
     trial = dataclasses.replace(manifest, variants={**manifest.variants, precision: variant})
     trial.save(staging)  # the runtime reads only what a manifest lists
-    runtime = EmbeddingModel(staging, trial, variant, "cpu", threads=None)
+    runtime = open_option(staging, trial, Option("onnxruntime", "cpu", precision.value, precision.value), None)
     measured = probe_parity(lambda texts: runtime.encode(texts, normalize=False), list(PROBE_TEXTS), reference,
                             "torch fp32")
     missed = gate.failures(measured)

@@ -137,6 +137,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--threads", type=int, default=None, help="CPU threads (default: the physical cores)")
     serve.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"],
                        help="CPU engine (auto: OpenVINO where installed and measured faster here, else ONNX Runtime)")
+    serve.add_argument("--optimize-for", default="latency", choices=["latency", "throughput"],
+                       help="what 'auto' choices are measured on: one short text per call (latency, default) or "
+                            "batches of 32 (throughput)")
     serve.add_argument("--max-batch-tokens", type=int, default=None,
                        help="tokens per inference batch (default: 8192 on CPU, 65536 on CUDA)")
     serve.add_argument("--max-batch-wait-ms", type=float, default=0.0,
@@ -163,8 +166,8 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", "-m", default="jina-embedding-t-en-v1", help="model name or artifact directory")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8", "bf16"],
-                        help="ONNX variant (auto: fp16 on CUDA; int8, else fp32-opt, else fp32 on CPU; "
-                        "bf16: OpenVINO on CPUs with bf16 units)")
+                        help="ONNX variant (auto: the fastest gated one measured here; bf16: OpenVINO on CPUs "
+                        "with bf16 units)")
     parser.add_argument("--threads", type=int, default=None, help="CPU threads (default: ONNX Runtime's)")
     parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"],
                        help="CPU engine (auto: OpenVINO where installed and measured faster here, else ONNX Runtime)")
@@ -183,10 +186,10 @@ def _embed(args: argparse.Namespace) -> int:
                "text_column": args.text_column, "id_column": args.id_column, "keep_text": args.keep_text,
                "on_bad_row": args.on_bad_row, "overwrite": args.overwrite}
     if args.ray is not None:
-        if args.backend == "openvino" or args.precision == "bf16":
+        if args.backend not in ("auto", "onnxruntime") or args.precision == "bf16":
             raise InputError("--ray runs ONNX Runtime, so every worker writes the same vectors whatever its CPU; "
                              "drop --backend openvino / --precision bf16, or run without --ray")
-        from .ray import run_corpus_job
+        from .corpus.ray import run_corpus_job
 
         device = "cuda" if args.device == "cuda" else "cpu"
         manifest = run_corpus_job(args.input, args.output, address=None if args.ray == "local" else args.ray,
@@ -217,14 +220,14 @@ def _serve(args: argparse.Namespace) -> int:
                          "thread; use about the number of CPU cores")
     if args.max_batch_wait_ms < 0:
         raise InputError(f"--max-batch-wait-ms={args.max_batch_wait_ms} must be 0 or more")
-    from .server import Limits, serve
+    from .serve import Limits, serve
 
     limits = Limits(max_batch_tokens=args.max_batch_tokens, max_batch_wait_ms=args.max_batch_wait_ms,
                     max_queue=args.max_queue, max_inputs_per_request=args.max_inputs_per_request,
                     max_request_bytes=args.max_request_bytes)
     serve(args.model or ["jina-embedding-t-en-v1"], host=args.host, port=args.port, device=args.device,
           precision=args.precision, threads=args.threads, limits=limits, backend=args.backend,
-          batches_in_flight=args.batches_in_flight, api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None)
+          batches_in_flight=args.batches_in_flight, optimize_for=args.optimize_for, api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None)
     return 0
 
 

@@ -7,6 +7,8 @@ for a user error.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class JinaOnnxError(Exception):
     """Base class of every error this package raises on purpose."""
@@ -63,7 +65,7 @@ class HubError(ExportError):
         return 3 if self.reason == "network" else 1
 
 
-def require(module: str, extra: str) -> object:
+def require(module: str, extra: str) -> Any:
     """Import an optional module or raise MissingDependencyError naming the extra to install.
 
     Example:

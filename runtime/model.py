@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from . import backends, hostpath, openvino_backend
+from . import hostpath
 from .batching import (
     DEVICE_DEFAULTS,
     IndexArray,
@@ -24,7 +24,6 @@ from .batching import (
 )
 from .errors import (
     ArtifactError,
-    DeviceError,
     InputError,
     InputTypeError,
     ModelNotFoundError,
@@ -39,18 +38,18 @@ from .manifest import (
     safe_member,
     sha256_file,
 )
-from .engine import KNOWN_INPUTS, Engine, SessionEngine
+from .engines import KNOWN_INPUTS, Engine, SessionEngine, open_engine
 from .hostpath import ChunkStart, PreparedBatch
 from .pooling import pool
 from .registry import find_spec, home_dir
-from .session import create_session, physical_cores, select_device
+from .loadplan import Request
+from .loadplan import check as loadplan_check
+from .machine import physical_cores
 from .similarity import FloatArray, l2_normalize
 from .tokenization import TextTokenizer, TokenizedBatch
 
 log = logging.getLogger("jina_onnx")
 
-# "bf16" is not a file: it is the fp32 graph run by OpenVINO with bf16 arithmetic (see backends.py).
-PRECISIONS = ("auto", *(p.value for p in Precision), "bf16")
 # Whether `pipeline=None` overlaps host and device work on CPU too. No: on the 2-core Xeon, pipelined vs
 # serial t int8 was 0.98x (short text) and 1.01x (128 tokens) in one run of `python -m benchmarks.ab`; the
 # producer thread competes with ONNX Runtime for the same cores, and there is no device to keep busy.
@@ -97,8 +96,9 @@ class EmbeddingModel:
                 f"says {manifest.tokenizer.vocab_size}; the tokenizer belongs to another model: re-export"
             )
         _check_file(self.onnx_path, variant.sha256)
-        self.engine: Engine = engine or _session_engine(self.onnx_path, variant, backend, device, threads, device_id,
-                                                        self.precision, allow_spinning, io_binding)
+        self.engine: Engine = engine or open_engine(self.onnx_path, variant.sha256, backend, device,
+                                                    precision=self.precision, threads=threads, device_id=device_id,
+                                                    allow_spinning=allow_spinning, io_binding=io_binding)
         unknown = set(self.engine.input_names) - set(KNOWN_INPUTS)
         if unknown:
             raise ArtifactError(f"{self.onnx_path}: unexpected graph inputs {sorted(unknown)}; expected {KNOWN_INPUTS}")
@@ -365,7 +365,7 @@ class EmbeddingModel:
         # padding at all, and padding it costs batch-1 latency (+20% at p50 on short sentences, t fp32,
         # measured). A text the planner puts alone in a batch of a bigger call is still padded to its bucket,
         # so its vector does not depend on its neighbours (unpadded differs by ~1e-6). OpenVINO pads lone texts
-        # too: it keeps kernels for every shape it sees (openvino_backend.row_bucket).
+        # too: it keeps kernels for every shape it sees (engines/openvino.py, row_bucket).
         exact = lone and not self.engine.pads_lone_text
         width = len(ids[0]) if exact else bucket_length(max(len(x) for x in ids), self.max_length)
         input_ids, attention_mask = self.tokenizer.pad(ids, width)  # (batch, width) each
@@ -400,13 +400,15 @@ def build_model(
     allow_spinning: bool = True,
     backend: str = "auto",
     host_workers: int | None = None,
+    optimize_for: str = "throughput",
 ) -> EmbeddingModel:
-    """Load an exported model.
+    """Load an exported model: what runs is decided by `jina_onnx.loadplan` and logged once with its reason.
 
     Args:
         name_or_path: a model name (looked up in `cache_dir`) or an artifact directory.
         device: "cpu", "cuda", or "auto" (CUDA when this onnxruntime offers it, else CPU).
-        precision: which ONNX variant to run; "auto" picks the best one for the device. "bf16" runs
+        precision: which ONNX variant to run; "auto" runs the fastest gated one for the device, measured once
+            on this machine for `optimize_for` and cached (never one slower than the faster fp32 graph). "bf16" runs
             the fp32 graph on OpenVINO with bf16 arithmetic, on CPUs with bf16 units, once it passed its gate.
         cache_dir: where named artifacts live; default $JINA_ONNX_HOME or ~/.cache/jina-onnx.
         threads: ONNX Runtime intra-op threads on CPU; None uses the physical cores.
@@ -421,7 +423,9 @@ def build_model(
             False when other work shares the cores, as in `jina-onnx serve`.
         backend: "onnxruntime", "openvino" (CPU only: the `openvino` extra) or "auto": ONNX Runtime unless
             OpenVINO is installed and measured faster for this model on this CPU ($JINA_ONNX_BACKEND
-            overrides "auto"; see `jina_onnx.backends`).
+            overrides "auto"; see `jina_onnx.loadplan`).
+        optimize_for: what "auto" choices are measured on: "throughput" (batches of 32 texts) or "latency"
+            (one short text per call, as a server answering single queries sees them).
 
     Example:
         >>> from jina_onnx import build_model, encode, cos_sim
@@ -429,51 +433,20 @@ def build_model(
         >>> a, b = encode(model=model, data=["how is the weather today", "What is the current weather like today?"])  # doctest: +SKIP
         >>> cos_sim(a, b)  # doctest: +SKIP
     """
-    if precision not in PRECISIONS:
-        raise InputError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-    backend = backends.requested_backend(backend)
-    directory = resolve_artifact(name_or_path, cache_dir)
-    manifest = load_manifest(directory)
+    from .loader import load  # loader imports this module
+
     if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
         raise InputError(f"device_id={device_id!r} must be a non-negative integer")
-    model = _load(directory, manifest, device=device, precision=precision, backend=backend, threads=threads,
-                  device_id=device_id, pipeline=pipeline, allow_spinning=allow_spinning, cache_dir=home_dir(cache_dir),
-                  host_workers=host_workers)
-    log.info("jina-onnx: %s runs %s on %s with %s (%s)", manifest.name, model.precision, model.device, model.backend,
-             model.onnx_path)
+    request = Request(device=device, precision=precision, backend=backend, objective=optimize_for)
+    loadplan_check(request)
+    directory = resolve_artifact(name_or_path, cache_dir)
+    manifest = load_manifest(directory)
+    model = load(directory, manifest, request, threads=threads, cache_dir=home_dir(cache_dir), device_id=device_id,
+                 pipeline=pipeline, allow_spinning=allow_spinning, host_workers=host_workers)
     if warmup if warmup is not None else model.device == "cuda":
         model.warmup()
     return model
 
-
-def _load(directory: Path, manifest: Manifest, *, device: str, precision: str, backend: str, threads: int | None,
-          device_id: int, pipeline: bool | None, allow_spinning: bool, cache_dir: Path,
-          host_workers: int | None = None) -> EmbeddingModel:
-    """The engine, device and variant `build_model`'s arguments ask for, loaded."""
-
-    def make(variant: Variant, device: str = "cpu", engine: str = "onnxruntime",
-             hint: str | None = None) -> EmbeddingModel:
-        return EmbeddingModel(directory, manifest, variant, device, threads, device_id, pipeline=pipeline,
-                              allow_spinning=allow_spinning, backend=engine, precision=hint, host_workers=host_workers)
-
-    if backend == "openvino" or (precision == "bf16" and backend == "auto"):
-        backends.check_openvino_request(precision, "cpu" if device == "auto" else device)
-        return backends.load_openvino(directory, manifest, precision, make, cache_dir)
-    if precision == "bf16":
-        raise InputError("precision='bf16' runs on OpenVINO: use backend='openvino' (or 'auto'), "
-                         "not backend='onnxruntime'")
-    resolved_device = select_device(device, _available_providers())
-    if _measures_engines(resolved_device, precision, backend):
-        return backends.load_auto(directory, manifest, precision, choose_variant(manifest, precision, "cpu"), make,
-                                  threads, cache_dir)
-    try:
-        return make(choose_variant(manifest, precision, resolved_device), resolved_device)
-    except DeviceError as e:
-        if device != "auto":
-            raise
-        # "auto" promises a working model: CUDA was listed but could not start, so use the CPU.
-        log.warning("jina-onnx: %s; falling back to CPU", e)
-        return make(choose_variant(manifest, precision, "cpu"))
 
 def encode(
     model: EmbeddingModel,
@@ -525,71 +498,6 @@ def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.P
     )
 
 
-# What precision="auto" tries, best first, per device.
-AUTO_ORDER = {
-    "cuda": (Precision.FP16, Precision.FP32),
-    "cpu": (Precision.INT8, Precision.FP32_OPT, Precision.FP32),
-}
-
-
-def choose_variant(manifest: Manifest, precision: str, device: str) -> Variant:
-    """The manifest's variant for a precision; "auto" takes the best one written for the device.
-
-    Example:
-        >>> choose_variant(manifest, "auto", "cpu").precision  # doctest: +SKIP
-        <Precision.INT8: 'int8'>
-    """
-    if precision == "auto":
-        for candidate in AUTO_ORDER[device]:
-            if candidate in manifest.variants:
-                return manifest.variants[candidate]
-        return manifest.variants[Precision.FP32]
-    variant = manifest.variants.get(Precision(precision))
-    if variant is None:
-        have = ", ".join(p.value for p in manifest.variants)
-        why = manifest.rejected.get(precision)
-        if why:
-            hint = f"it was built at export but {why}"
-        elif precision == Precision.FP32_OPT.value:
-            hint = "re-export with: jina-onnx export SOURCE --optimize"
-        else:
-            hint = f"re-export with: jina-onnx export SOURCE --precision fp32,{precision}"
-        raise ArtifactError(f"{manifest.name} has no {precision} variant (it has: {have}); {hint}")
-    return variant
-
-
-def _measures_engines(resolved_device: str, precision: str, backend: str) -> bool:
-    """Whether `_load` times ONNX Runtime against OpenVINO to choose (backend "auto" on a CPU)."""
-    return (backend == "auto" and resolved_device == "cpu" and precision in ("auto", "fp32")
-            and openvino_backend.installed())
-
-
-def runs_onnxruntime_on_cpu(device: str, precision: str, backend: str) -> bool:
-    """Whether `build_model(device=, precision=, backend=)` runs ONNX Runtime on the CPU, known without
-    loading (False where backend "auto" would measure the engines first). Follows `_load`'s branches.
-
-    Example:
-        >>> runs_onnxruntime_on_cpu("cpu", "int8", "auto")
-        True
-    """
-    backend = backends.requested_backend(backend)
-    if backend == "openvino" or precision == "bf16":
-        return False
-    resolved_device = select_device(device, _available_providers())
-    return resolved_device == "cpu" and not _measures_engines(resolved_device, precision, backend)
-
-
-def _session_engine(path: Path, variant: Variant, backend: str, device: str, threads: int | None, device_id: int,
-                    precision: str, allow_spinning: bool, io_binding: bool | None) -> SessionEngine:
-    """The engine for one ONNX file: OpenVINO's (CPU) or ONNX Runtime's (CPU or CUDA)."""
-    if backend == "openvino":
-        # OpenVINO compiles kernels for every shape it meets: lone texts are padded to buckets too.
-        return SessionEngine(openvino_backend.OpenVINOSession(path, precision, threads, variant.sha256),
-                             pads_lone_text=True)
-    session = create_session(path, device, threads, device_id, precision, allow_spinning)
-    return SessionEngine(session, device=device, device_id=device_id, io_binding=io_binding)
-
-
 def _host_workers(device: str, threads: int | None, pipeline: bool | None, host_workers: int | None) -> int:
     """How many threads do the host work beside the device (0: the calling thread does it)."""
     if host_workers is not None:
@@ -602,11 +510,6 @@ def _host_workers(device: str, threads: int | None, pipeline: bool | None, host_
     if not (pipeline if pipeline is not None else device == "cuda" or PIPELINE_ON_CPU):
         return 0
     return max(1, hostpath.default_workers(device, threads or physical_cores()))
-
-
-def _available_providers() -> list[str]:
-    ort = require("onnxruntime", "cpu")
-    return list(ort.get_available_providers())  # type: ignore[attr-defined]
 
 
 def _checked_tokenizer_path(directory: Path, manifest: Manifest) -> Path:

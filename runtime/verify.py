@@ -35,7 +35,8 @@ def verify_artifact(directory: str | Path) -> list[Check]:
         >>> all(c.ok for c in checks)  # doctest: +SKIP
         True
     """
-    from .model import EmbeddingModel
+    from .loader import open_option
+    from .loadplan import Option
 
     directory = Path(directory).expanduser()
     try:
@@ -58,7 +59,8 @@ def verify_artifact(directory: str | Path) -> list[Check]:
     for precision, variant in manifest.variants.items():
         label = f"{precision.value} probe"
         try:
-            model = EmbeddingModel(directory, manifest, variant, "cpu", threads=None)
+            model = open_option(directory, manifest, Option("onnxruntime", "cpu", precision.value, precision.value),
+                                None)
             measured = probe_parity(lambda batch, m=model: m.encode(batch, normalize=False), texts, reference,
                                     probe["reference"])
         except JinaOnnxError as e:

@@ -119,7 +119,7 @@ def test_io_binding_path_gives_the_same_result(artifact) -> None:
 
 
 def test_default_threads_are_the_physical_cores(t_model) -> None:
-    from jina_onnx.session import physical_cores
+    from jina_onnx.machine import physical_cores
 
     cores = physical_cores()
     assert 1 <= cores <= (len(__import__("os").sched_getaffinity(0)))
@@ -130,7 +130,7 @@ def test_default_threads_are_the_physical_cores(t_model) -> None:
 
 def test_auto_falls_back_to_cpu_when_cuda_cannot_start(artifact, monkeypatch, caplog) -> None:
     import jina_onnx.model as model_module
-    import jina_onnx.session as session_module
+    import jina_onnx.engines.onnxruntime as session_module
 
     monkeypatch.setattr(model_module, "_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
@@ -147,7 +147,7 @@ def test_cuda_session_options_are_requested(artifact, monkeypatch) -> None:
     """With the provider list mocked, the CUDA session asks for the device id and no TF32 on fp32."""
     import onnxruntime
 
-    import jina_onnx.session as session_module
+    import jina_onnx.engines.onnxruntime as session_module
 
     seen = {}
     real = onnxruntime.InferenceSession

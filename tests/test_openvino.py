@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 
 from jina_onnx import ArtifactError, DeviceError, InputError, MissingDependencyError, build_model
-from jina_onnx import backends, openvino_backend
-from jina_onnx.backends import CHECKS_FILE
+from jina_onnx.engines import checks as backends, openvino as openvino_backend
+from jina_onnx.engines.checks import CHECKS_FILE
 from jina_onnx.batching import bucket_length
 from jina_onnx.registry import home_dir
 
@@ -190,28 +190,34 @@ def test_auto_without_openvino_uses_onnxruntime(artifact, monkeypatch: pytest.Mo
     openvino_backend.core.cache_clear()
     try:
         model = build_model(artifact("t"), device="cpu")
-        assert (model.backend, model.precision) == ("onnxruntime", "int8")
+        assert model.backend == "onnxruntime"
         with pytest.raises(MissingDependencyError, match=r'pip install "jina-onnx\[openvino\]"'):
             build_model(artifact("t"), device="cpu", backend="openvino")
     finally:
         openvino_backend.core.cache_clear()
 
 
-@pytest.mark.parametrize(("speeds", "expected"), [((100.0, 300.0), "openvino"), ((300.0, 100.0), "onnxruntime")])
+@pytest.mark.parametrize(("faster", "expected"), [("openvino", "openvino"), ("onnxruntime int8", "onnxruntime")])
 def test_auto_measures_once_picks_the_faster_and_logs_it(artifact, tmp_path, monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture, speeds, expected) -> None:
+                                                         caplog: pytest.LogCaptureFixture, faster, expected) -> None:
     monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
     measured = []
-    monkeypatch.setattr(backends, "measure_pair", lambda a, b: measured.append((a, b)) or speeds)
+
+    def stub(models, objective):  # reports speeds instead of timing: the faster engine is the parameter
+        measured.append([(m.backend, m.precision) for m in models])
+        return [300.0 if f"{m.backend} {m.precision}".startswith(faster) else 100.0 for m in models]
+
+    monkeypatch.setattr(backends, "measure", stub)
     with caplog.at_level(logging.INFO, logger="jina_onnx"):
         model = build_model(artifact("t"), device="cpu")
     assert model.backend == expected
-    ((ort, ov),) = measured
-    assert ort.backend == "onnxruntime" and ort.precision == "int8" and ov.backend == "openvino"
-    assert f"backend auto: jina-embedding-t-en-v1 runs {expected}" in caplog.text
-    choices = json.loads((tmp_path / CHECKS_FILE).read_text())["backend"]
-    (choice,) = choices.values()
-    assert choice["backend"] == expected and len(choice["texts_per_s"]) == 2
+    (candidates,) = measured
+    assert ("onnxruntime", "int8") in candidates and ("onnxruntime", "fp32") in candidates
+    assert any(engine == "openvino" for engine, _ in candidates)
+    assert f"jina-embedding-t-en-v1 runs {model.backend} {model.precision} on cpu" in caplog.text
+    assert "fastest for throughput on this machine" in caplog.text
+    speeds = json.loads((tmp_path / CHECKS_FILE).read_text())["speeds"]
+    assert len(speeds) == len(candidates) and set(speeds.values()) == {100.0, 300.0}
     # The verdict is cached: a second load measures nothing and gets the same engine.
     again = build_model(artifact("t"), device="cpu")
     assert again.backend == expected and len(measured) == 1
@@ -222,8 +228,9 @@ def test_auto_measures_once_picks_the_faster_and_logs_it(artifact, tmp_path, mon
 def test_real_measurement_gives_positive_speeds(artifact) -> None:
     ort = build_model(artifact("t"), device="cpu", precision="fp32", backend="onnxruntime")
     ov = build_model(artifact("t"), device="cpu", precision="fp32", backend="openvino")
-    a, b = backends.measure_pair(ort, ov, rounds=1)
-    assert a > 0 and b > 0
+    for objective in ("throughput", "latency"):
+        a, b = backends.measure([ort, ov], objective, rounds=1)
+        assert a > 0 and b > 0
 
 
 def test_env_variable_sets_the_default(artifact, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -297,10 +304,10 @@ def test_cli_runs_openvino(artifact, capsys: pytest.CaptureFixture[str]) -> None
 
 def test_home_dir_holds_the_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
-    backends.store_choice(home_dir(), "k", {"backend": "openvino", "precision": "bf16"})
-    assert backends.cached_choice(home_dir(), "k") == {"backend": "openvino", "precision": "bf16"}
+    backends.store_speeds(home_dir(), {"openvino bf16": "k"}, {"openvino bf16": 123.4})
+    assert backends.cached_speeds(home_dir(), {"openvino bf16": "k", "onnxruntime int8": "j"}) == {"openvino bf16": 123.4}
     (tmp_path / CHECKS_FILE).write_text("{half a file")  # a crash mid-write by an older version: measure again
-    assert backends.cached_choice(home_dir(), "k") is None
+    assert backends.cached_speeds(home_dir(), {"openvino bf16": "k"}) == {}
 
 
 def test_ray_runner_refuses_openvino(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -12,7 +12,6 @@ import pytest
 
 from jina_onnx import (ArtifactError, DeviceError, InputError, InputTypeError, ModelNotFoundError,
                        TruncationWarning, build_model, cos_sim, encode)
-from jina_onnx.session import select_device
 
 SEED = ["how is the weather today", "What is the current weather like today?"]
 
@@ -97,17 +96,6 @@ def test_bad_arguments(t_model, artifact) -> None:
         build_model(artifact("t"), threads=0)
     with pytest.raises(InputError, match="dimension 3 but b has 2"):
         cos_sim([1, 2, 3], [1, 2])
-
-
-def test_device_selection() -> None:
-    cpu_only = ["CPUExecutionProvider"]
-    with_cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-    assert select_device("auto", cpu_only) == "cpu"
-    assert select_device("auto", with_cuda) == "cuda"
-    assert select_device("cpu", with_cuda) == "cpu"
-    assert select_device("cuda", with_cuda) == "cuda"
-    with pytest.raises(DeviceError, match=r'jina-onnx\[gpu\]'):
-        select_device("cuda", cpu_only)
 
 
 def test_cuda_request_without_cuda_raises(artifact) -> None:

@@ -25,7 +25,7 @@ import numpy as np
 import pytest
 
 from jina_onnx import build_model
-from jina_onnx.batcher import Batcher, Overloaded
+from jina_onnx.serve.batcher import Batcher, Overloaded
 
 from benchmarks.serve import free_port, stop
 from benchmarks.sts import load_sts
@@ -309,32 +309,32 @@ def test_batcher_runs_batches_in_flight_at_once_and_each_request_gets_its_rows()
         Batcher(model, max_batch_tokens=20, in_flight=0)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("precision", "engine", "loads", "flights"), [
-    ("int8", "onnxruntime", [(1, "int8")], 2),  # known to be ONNX Runtime: loaded once with its share
-    ("auto", "onnxruntime", [(None, "auto"), (1, "int8")], 2),  # auto measured ONNX Runtime: loaded again
-    ("auto", "openvino", [(None, "auto")], 1),  # OpenVINO cuts batches across its streams itself
-])
-def test_load_models_loads_each_model_once_where_the_engine_is_known(
-        monkeypatch: pytest.MonkeyPatch, precision: str, engine: str, loads: list, flights: int) -> None:
-    from types import SimpleNamespace
+def test_load_models_opens_one_session_per_model(artifact, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import jina_onnx.engines.onnxruntime as ort_engine
+    from jina_onnx.serve import loading
 
-    from jina_onnx import model as model_module
-    from jina_onnx import openvino_backend
-    from jina_onnx import server as server_module
+    directory = str(artifact("t"))  # exported (and its sessions opened) before counting
+    sessions = []
+    real = ort_engine.create_session
 
-    calls = []
+    def counting(path, device, threads, *args, **kwargs):
+        sessions.append((Path(path).name, threads))
+        return real(path, device, threads, *args, **kwargs)
 
-    def fake_build(ref, *, threads, precision, backend, **options):
-        calls.append((threads, precision))
-        return SimpleNamespace(name=ref, device="cpu", backend=engine,
-                               precision="int8" if engine == "onnxruntime" else "bf16")
-
-    monkeypatch.setattr(model_module, "build_model", fake_build)
-    monkeypatch.setattr(server_module, "physical_cores", lambda: 2)
-    monkeypatch.setattr(openvino_backend, "installed", lambda: True)
-    monkeypatch.delenv("JINA_ONNX_BACKEND", raising=False)
-    loaded, counts = server_module.load_models(["m"], device="cpu", precision=precision)
-    assert calls == loads and counts == {"m": flights} and list(loaded) == ["m"]
+    monkeypatch.setattr(ort_engine, "create_session", counting)
+    monkeypatch.setattr(loading, "physical_cores", lambda: 2)
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
+    # A named precision: one session, with its share of the cores, two batches in flight.
+    loaded, counts = loading.load_models([directory], device="cpu", precision="int8")
+    assert sessions == [("model.int8.onnx", 1)] and counts == {"jina-embedding-t-en-v1": 2}
+    # "auto": each candidate is opened once to measure it, with the threads it would serve with, and the
+    # fastest is served as measured (not loaded again); the next start reads the cache and opens one.
+    sessions.clear()
+    loaded, _ = loading.load_models([directory], device="cpu")
+    assert len(sessions) == len(set(sessions)) >= 2 and {threads for _, threads in sessions} == {1}
+    sessions.clear()
+    again, _ = loading.load_models([directory], device="cpu")
+    assert sessions == [(loaded["jina-embedding-t-en-v1"].onnx_path.name, 1)]
 
 
 def test_serve_help_loads_no_server_stack() -> None:

@@ -33,8 +33,8 @@ from typing import Callable
 
 import numpy as np
 
-from .model import EmbeddingModel
-from .similarity import FloatArray
+from ..model import EmbeddingModel
+from ..similarity import FloatArray
 
 
 CPU_SUB_BATCH = 8  # texts per ONNX call within a batch on a CPU; see Batcher.__init__

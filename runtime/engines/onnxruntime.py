@@ -8,59 +8,17 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
-from .errors import ArtifactError, DeviceError, InputError, require
+from ..errors import ArtifactError, DeviceError, InputError, require
+from ..machine import physical_cores
 
 log = logging.getLogger("jina_onnx")
 
-DEVICES = ("auto", "cpu", "cuda")
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 # Shared libraries the CUDA provider needs (CUDA 12 or 13 builds); named in the error when absent.
 CUDA_LIBRARIES = (("libcudart.so.13", "libcudart.so.12"), ("libcublas.so.13", "libcublas.so.12"),
                   ("libcublasLt.so.13", "libcublasLt.so.12"), ("libcudnn.so.9",), ("libcufft.so.12", "libcufft.so.11"))
-
-
-def select_device(device: str, available: Sequence[str]) -> str:
-    """Resolve "auto" / "cpu" / "cuda" against the providers this onnxruntime build offers.
-
-    Example:
-        >>> select_device("auto", ["CPUExecutionProvider"])
-        'cpu'
-    """
-    if device not in DEVICES:
-        raise InputError(f"device={device!r} is not one of {', '.join(DEVICES)}")
-    if device == "cpu":
-        return "cpu"
-    if CUDA in available:
-        return "cuda"
-    if device == "cuda":
-        raise DeviceError(
-            f"device='cuda' but this onnxruntime offers only {', '.join(available) or 'no providers'}; "
-            'install the CUDA build with pip install "jina-onnx[gpu]" (and uninstall onnxruntime), '
-            "or use device='cpu'"
-        )
-    return "cpu"
-
-
-def physical_cores() -> int:
-    """Physical cores this process may run on: ONNX Runtime's intra-op threads gain nothing from
-    hyper-threads, and a container's CPU affinity can be smaller than the machine."""
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    cores: set[tuple[str, str]] = set()
-    physical = core = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            key = key.strip()
-            if key == "physical id":
-                physical = value.strip()
-            elif key == "core id":
-                core = value.strip()
-                cores.add((physical, core))
-    except OSError:
-        pass
-    return max(1, min(allowed, len(cores) or allowed))
 
 
 def missing_cuda_libraries() -> list[str]:

@@ -4,7 +4,7 @@ OpenVINO reads the ONNX file directly and, with the precision hint `bf16`, runs 
 units of modern Intel CPUs (AMX, AVX512-BF16): on the 2-core Xeon of the development machine that was 2.7x
 (t) to 4x (s) faster than its own f32 on batches of 32 x 128 tokens. The graph it runs is the fused
 `model.cpu-opt.onnx` where the artifact has one (OpenVINO reads ONNX Runtime's Attention, LayerNorm and Gelu
-fusions), else `model.onnx` (`backends.openvino_variant`): the fused graph was 2-9% faster in bf16 (MiniLM
+fusions), else `model.onnx` (`checks.openvino_variant`): the fused graph was 2-9% faster in bf16 (MiniLM
 +7%, s +9%, b +5%, t +3%; same-run A/Bs through `encode`, 2026-11-27) with the same fp32 outputs. The int8
 graphs stay with ONNX Runtime: OpenVINO runs the weight-only one (MiniLM's) no faster than bf16 (253 vs 264
 texts/s) and not the dynamic-quantization ones.
@@ -31,9 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ArtifactError, require
-from .manifest import sha256_file
-from .session import physical_cores
+from ..errors import ArtifactError, require
+from ..manifest import sha256_file
+from ..machine import physical_cores
 
 # jina-onnx precision -> OpenVINO's INFERENCE_PRECISION_HINT.
 HINTS = {"fp32": "f32", "bf16": "bf16"}

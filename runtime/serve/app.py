@@ -21,44 +21,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hmac
-import json
 import logging
 import signal
 import time
-from dataclasses import dataclass
 from typing import Any, AsyncIterator, Awaitable, Callable
 
 import numpy as np
 
 from .batcher import Batcher, Overloaded
-from .errors import InputError, require
-from .model import EmbeddingModel
-from .session import physical_cores
-from .similarity import l2_normalize
+from .loading import load_models
+from .requests import ApiError, Limits, check_key, error_type, json_type, parse_body
+from .requests import texts as texts_of
+from ..errors import InputError, require
+from ..model import EmbeddingModel
+from ..similarity import l2_normalize
 
 log = logging.getLogger("jina_onnx")
 INLINE_TOKENIZE_CHARS = 16_384  # requests up to this many characters are tokenized on the event loop
-
-
-@dataclass(frozen=True)
-class Limits:
-    """What one client can make the server do; every field is a `jina-onnx serve` option."""
-
-    max_batch_tokens: int | None = None  # per batch; None: the device default (8,192 CPU, 65,536 CUDA)
-    max_batch_wait_ms: float = 0.0  # 0: an idle device runs at once (best latency); load still forms batches
-    max_queue: int = 256  # waiting requests per model, then 429: 4x the 64 concurrent clients tested
-    max_inputs_per_request: int = 2048  # OpenAI's own limit per embeddings request
-    max_request_bytes: int = 8 << 20  # 2,048 texts of 512 tokens are about 5 MB of JSON
-
-
-class ApiError(Exception):
-    """An error answered as JSON with a status code and a one-line message."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.headers = headers or {}
 
 
 class _ClientGone(Exception):
@@ -147,10 +126,10 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
             start = time.perf_counter()
             try:
                 if not public:
-                    _check_key(request, api_key)
+                    check_key(request.headers.get("authorization", ""), api_key)
                 response = await handler(request)
             except ApiError as error:
-                response = JSONResponse({"error": {"message": str(error), "type": _error_type(error.status),
+                response = JSONResponse({"error": {"message": str(error), "type": error_type(error.status),
                                                    "code": error.status}}, status_code=error.status,
                                         headers=error.headers)
             except _ClientGone:
@@ -171,19 +150,19 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
                 raise ApiError(400, f"'model' is required: this server has {', '.join(models)}")
             return next(iter(models))
         if not isinstance(name, str):
-            raise ApiError(400, f"'model' must be a string, got {_json_type(name)}")
+            raise ApiError(400, f"'model' must be a string, got {json_type(name)}")
         if name not in models:
             raise ApiError(404, f"model {name!r} is not served here; served: {', '.join(models)}")
         return name
 
     async def embed(request: Request, body: dict[str, Any], field: str, name: str) -> tuple[np.ndarray, int]:
-        texts = _texts(body.get(field), field)
+        texts = texts_of(body.get(field), field)
         if len(texts) > limits.max_inputs_per_request:
             raise ApiError(413, f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request "
                                 "(--max-inputs-per-request); split the request")
         truncate = body.get("truncate", True)
         if not isinstance(truncate, bool):
-            raise ApiError(400, f"'truncate' must be true or false, got {_json_type(truncate)}")
+            raise ApiError(400, f"'truncate' must be true or false, got {json_type(truncate)}")
         model = models[name]
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
             tokens = model.tokenizer.tokenize(texts)  # microseconds: cheaper than a hop to a thread and back
@@ -228,7 +207,7 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
             raise ApiError(400, "prompt_name and left truncation are not supported")
         normalize = body.get("normalize", True)  # TEI's default
         if not isinstance(normalize, bool):
-            raise ApiError(400, f"'normalize' must be true or false, got {_json_type(normalize)}")
+            raise ApiError(400, f"'normalize' must be true or false, got {json_type(normalize)}")
         vectors, _ = await embed(request, body, "inputs", resolve(body.get("model")))
         return vectors_response(l2_normalize(vectors) if normalize else vectors)
 
@@ -256,17 +235,6 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-def _check_key(request: Any, api_key: str | None) -> None:
-    if api_key is None:
-        return
-    given = request.headers.get("authorization", "")
-    scheme, _, token = given.partition(" ")
-    # Constant-time comparison, so response timing does not reveal how much of a guess was right.
-    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
-        raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                       {"WWW-Authenticate": "Bearer"})
-
-
 async def _json_body(request: Any, limit: int) -> dict[str, Any]:
     """The body as a JSON object, read with the size limit enforced as it streams in."""
     declared = request.headers.get("content-length")
@@ -277,35 +245,7 @@ async def _json_body(request: Any, limit: int) -> dict[str, Any]:
         body += chunk
         if len(body) > limit:
             raise ApiError(413, f"request body is over the limit of {limit} bytes (--max-request-bytes)")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise ApiError(400, f"request body is not valid UTF-8 (byte {error.start})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise ApiError(400, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
-    if not isinstance(data, dict):
-        raise ApiError(400, f"the body must be a JSON object, got {_json_type(data)}")
-    return data
-
-
-def _texts(value: Any, field: str) -> list[str]:
-    if isinstance(value, str):
-        return [value]
-    if value is None:
-        raise ApiError(400, f"'{field}' is required: a string or a list of strings")
-    if not isinstance(value, list):
-        raise ApiError(400, f"'{field}' must be a string or a list of strings, got {_json_type(value)}")
-    if not value:
-        raise ApiError(400, f"'{field}' is an empty list; send at least one text")
-    for index, item in enumerate(value):
-        if not isinstance(item, str):
-            if isinstance(item, (int, list)) and not isinstance(item, bool):
-                raise ApiError(400, f"token-id inputs are not supported ({field}[{index}] is {_json_type(item)}): "
-                                    "send text")
-            raise ApiError(400, f"{field}[{index}] is {_json_type(item)}, not a string")
-    return value
+    return parse_body(bytes(body))
 
 
 async def _unless_disconnected(request: Any, work: Awaitable[Any]) -> Any:
@@ -327,55 +267,10 @@ async def _unless_disconnected(request: Any, work: Awaitable[Any]) -> Any:
     raise _ClientGone()
 
 
-def _json_type(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
-
-
-def _error_type(status: int) -> str:
-    return {401: "authentication_error", 404: "not_found_error", 413: "request_too_large",
-            429: "rate_limit_error", 503: "unavailable"}.get(status, "invalid_request_error")
-
-
-def load_models(models: list[str], *, device: str = "auto", precision: str = "auto", threads: int | None = None,
-                backend: str = "auto", batches_in_flight: int | None = None,
-                ) -> tuple[dict[str, EmbeddingModel], dict[str, int]]:
-    """Load and warm each model once, for serving: {name: model} and {name: batches in flight}.
-
-    ONNX Runtime on a CPU runs `min(2, cores)` single-threaded batches at once by default, which keeps a
-    CPU busy that the event loop shares better than one batch on every core (see Batcher); its session
-    then gets `cores // batches` threads. OpenVINO cuts each batch across its streams itself: one batch.
-    """
-    from .model import build_model, runs_onnxruntime_on_cpu
-
-    loaded: dict[str, EmbeddingModel] = {}
-    flights: dict[str, int] = {}
-    cores = physical_cores()
-    split = batches_in_flight or min(2, cores)
-    known = runs_onnxruntime_on_cpu(device, precision, backend)
-    for ref in models:
-        options = dict(device=device, warmup=True, allow_spinning=False)  # the loop needs the cores between batches
-        share = max(1, cores // split) if threads is None and split > 1 else threads
-        # Loaded once with its share of the threads where the engine is known beforehand; only where
-        # backend "auto" measured ONNX Runtime faster is it loaded again with its share.
-        model = build_model(ref, threads=share if known else threads, precision=precision, backend=backend,
-                            **options)
-        count = batches_in_flight or 1
-        if model.device == "cpu" and model.backend == "onnxruntime":
-            count = split
-            if not known and share != threads:
-                model = build_model(ref, threads=share, precision=model.precision, backend=model.backend, **options)
-        if model.name in loaded:
-            raise InputError(f"two -m arguments load the same model name {model.name!r}")
-        loaded[model.name], flights[model.name] = model, count
-        log.info("jina-onnx: %s on %s (%s, %s), %d batch(es) in flight", model.name, model.device, model.backend,
-                 model.precision, count)
-    return loaded, flights
-
-
 def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, device: str = "auto",
           precision: str = "auto", threads: int | None = None, limits: Limits = Limits(),
-          api_key: str | None = None, backend: str = "auto", batches_in_flight: int | None = None) -> None:
+          api_key: str | None = None, backend: str = "auto", batches_in_flight: int | None = None,
+          optimize_for: str = "latency") -> None:
     """Load and warm every model, then serve until SIGTERM/SIGINT (in-flight requests finish first).
 
     `batches_in_flight`: batches of one model that run at once; default 2 for ONNX Runtime on a CPU with 2 or
@@ -383,7 +278,7 @@ def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, devic
     """
     uvicorn = require("uvicorn", "serve")
     loaded, flights = load_models(models, device=device, precision=precision, threads=threads, backend=backend,
-                                  batches_in_flight=batches_in_flight)
+                                  batches_in_flight=batches_in_flight, optimize_for=optimize_for)
     app = create_app(loaded, limits, api_key, flights)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("jina-onnx: listening on %s: reachable from other machines%s", host,

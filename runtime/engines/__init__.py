@@ -5,6 +5,7 @@ pooled `(batch, dim)` when the graph pools, else token-level `(batch, seq, dim)`
 `place` is the host-side half of a call (the copy to the device), kept apart so the host path can do it on
 its worker threads while the device runs the previous batch.
 
+`open_engine` opens one ONNX file on the engine a load plan names; it is the only place that asks which engine.
 `SessionEngine` adapts an ONNX Runtime `InferenceSession` (CPU, or CUDA with I/O binding) or an
 `OpenVINOSession`, which offers the same `run`/`get_inputs`/`get_outputs`. Anything else with these
 members can stand in, as the host-path benchmark's stand-in device does.
@@ -21,12 +22,13 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import require
-from .similarity import FloatArray
+from ..errors import require
+from ..similarity import FloatArray
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 POOLED_OUTPUT = "sentence_embedding"  # graphs from jina-onnx pool inside the graph
@@ -38,6 +40,7 @@ class Engine(Protocol):
     input_names: tuple[str, ...]  # the graph's inputs, in its order; a subset of KNOWN_INPUTS
     pooled: bool  # True: `run` returns (batch, dim); False: (batch, seq, dim), pooled in numpy
     pads_lone_text: bool  # pad a call's only text to a width bucket too (engines that compile per shape)
+    concurrent_batches: bool  # several batches at once, each on its share of the cores, beat one on all (serve)
 
     def place(self, feed: dict[str, np.ndarray]) -> dict[str, Any]:
         """The batch's inputs where `run` wants them (the device); may run on another thread."""
@@ -56,8 +59,9 @@ class SessionEngine:
     """
 
     def __init__(self, session: Any, *, device: str = "cpu", device_id: int = 0, io_binding: bool | None = None,
-                 pads_lone_text: bool = False) -> None:
+                 pads_lone_text: bool = False, concurrent_batches: bool = False) -> None:
         self.session = session
+        self.concurrent_batches = concurrent_batches
         self.device = device
         self.device_id = device_id
         self.io_binding = (device == "cuda") if io_binding is None else io_binding
@@ -87,3 +91,36 @@ class SessionEngine:
         self.session.run_with_iobinding(binding)
         (result,) = binding.copy_outputs_to_cpu()
         return result  # type: ignore[no-any-return]
+
+
+def open_engine(path: Path, sha256: str, engine: str, device: str, *, precision: str, threads: int | None,
+                device_id: int = 0, allow_spinning: bool = True, io_binding: bool | None = None) -> SessionEngine:
+    """`path` loaded on `engine` ("onnxruntime" or "openvino") and `device`, in `precision`'s arithmetic.
+
+    Example:
+        >>> engine = open_engine(Path("model.onnx"), sha, "onnxruntime", "cpu", precision="fp32", threads=2)  # doctest: +SKIP
+        >>> engine.pooled  # doctest: +SKIP
+        True
+    """
+    if engine == "openvino":
+        from .openvino import OpenVINOSession
+
+        # OpenVINO compiles kernels for every shape it meets: lone texts are padded to buckets too. It cuts
+        # each batch across its streams itself, so a server runs one batch at a time.
+        return SessionEngine(OpenVINOSession(path, precision, threads, sha256), pads_lone_text=True)
+    from .onnxruntime import create_session
+
+    session = create_session(path, device, threads, device_id, precision, allow_spinning)
+    # On a CPU, two single-threaded-ish batches at once keep the cores busier than one batch on all of them
+    # while a server's event loop shares the machine (serve/loading.py).
+    return SessionEngine(session, device=device, device_id=device_id, io_binding=io_binding,
+                         concurrent_batches=device == "cpu")
+
+
+def engine_version(engine: str) -> str:
+    """The installed version of an engine ("onnxruntime" or "openvino"), which measured speeds depend on."""
+    if engine == "openvino":
+        from .openvino import version
+
+        return f"openvino {version()}"
+    return f"onnxruntime {require('onnxruntime', 'cpu').__version__}"

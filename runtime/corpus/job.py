@@ -35,9 +35,9 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .atomic import process_alive, write_atomically
-from .errors import InputError, JinaOnnxError, require
-from .model import EmbeddingModel, build_model
+from ..atomic import process_alive, write_atomically
+from ..errors import InputError, JinaOnnxError, require
+from ..model import EmbeddingModel, build_model
 
 log = logging.getLogger("jina_onnx")
 

@@ -1,0 +1,15 @@
+"""`jina-onnx serve`: an OpenAI- and TEI-compatible embeddings server (the `serve` extra).
+
+- `requests`: what the server reads from a request, as pure functions (no server, no model needed);
+- `batcher`: requests of one model merged into batches by token count;
+- `loading`: the models a server answers with, each loaded once;
+- `app`: the ASGI app and `serve`, which runs it under uvicorn.
+
+Importing this package loads no web framework: Starlette and uvicorn are imported when an app is made.
+"""
+
+from .app import create_app, serve
+from .loading import load_models
+from .requests import ApiError, Limits
+
+__all__ = ["ApiError", "Limits", "create_app", "load_models", "serve"]

@@ -1,0 +1,96 @@
+"""What the server reads from a request, as pure functions: testable without a server or a model.
+
+Every client error becomes an `ApiError` with its status and a one-line message that says how to fix it;
+`app.py` turns it into the JSON error body OpenAI's clients expect.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one client can make the server do; every field is a `jina-onnx serve` option."""
+
+    max_batch_tokens: int | None = None  # per batch; None: the device default (8,192 CPU, 65,536 CUDA)
+    max_batch_wait_ms: float = 0.0  # 0: an idle device runs at once (best latency); load still forms batches
+    max_queue: int = 256  # waiting requests per model, then 429: 4x the 64 concurrent clients tested
+    max_inputs_per_request: int = 2048  # OpenAI's own limit per embeddings request
+    max_request_bytes: int = 8 << 20  # 2,048 texts of 512 tokens are about 5 MB of JSON
+
+
+class ApiError(Exception):
+    """An error answered as JSON with a status code and a one-line message."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.headers = headers or {}
+
+
+def parse_body(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object, or ApiError(400) saying what is wrong with it.
+
+    Example:
+        >>> parse_body(b'{"input": "a text"}')
+        {'input': 'a text'}
+        >>> parse_body(b"[1, 2]")
+        Traceback (most recent call last):
+        ...
+        jina_onnx.serve.requests.ApiError: the body must be a JSON object, got a list
+    """
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise ApiError(400, f"request body is not valid UTF-8 (byte {error.start})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ApiError(400, f"malformed JSON: {error.msg} at line {error.lineno} column {error.colno}") from None
+    except RecursionError:  # a hostile body of deeply nested arrays: the parser's stack, not our bug
+        raise ApiError(400, "malformed JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"the body must be a JSON object, got {json_type(data)}")
+    return data
+
+
+def texts(value: Any, field: str) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if value is None:
+        raise ApiError(400, f"'{field}' is required: a string or a list of strings")
+    if not isinstance(value, list):
+        raise ApiError(400, f"'{field}' must be a string or a list of strings, got {json_type(value)}")
+    if not value:
+        raise ApiError(400, f"'{field}' is an empty list; send at least one text")
+    for index, item in enumerate(value):
+        if not isinstance(item, str):
+            if isinstance(item, (int, list)) and not isinstance(item, bool):
+                raise ApiError(400, f"token-id inputs are not supported ({field}[{index}] is {json_type(item)}): "
+                                    "send text")
+            raise ApiError(400, f"{field}[{index}] is {json_type(item)}, not a string")
+    return value
+
+
+def check_key(authorization: str, api_key: str | None) -> None:
+    if api_key is None:
+        return
+    scheme, _, token = authorization.partition(" ")
+    # Constant-time comparison, so response timing does not reveal how much of a guess was right.
+    if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
+        raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                       {"WWW-Authenticate": "Bearer"})
+
+
+def json_type(value: Any) -> str:
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
+            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+
+
+def error_type(status: int) -> str:
+    return {401: "authentication_error", 404: "not_found_error", 413: "request_too_large",
+            429: "rate_limit_error", 503: "unavailable"}.get(status, "invalid_request_error")

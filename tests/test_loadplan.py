@@ -1,0 +1,131 @@
+"""The load decision as a table: request x machine facts -> plan, without loading a model."""
+
+from __future__ import annotations
+
+import pytest
+
+from jina_onnx.errors import ArtifactError, DeviceError, InputError, MissingDependencyError
+from jina_onnx.loadplan import CUDA, Facts, Option, Request, plan_load
+
+CPU_ONLY = ("CPUExecutionProvider",)
+WITH_CUDA = (CUDA, "CPUExecutionProvider")
+ALL = ("fp32", "fp32-opt", "fp16", "int8")
+CPU_SPEEDS = {"onnxruntime int8 on cpu": 900.0, "onnxruntime fp32-opt on cpu": 1000.0, "onnxruntime fp32 on cpu": 700.0}
+WITH_OV = {**CPU_SPEEDS, "openvino bf16 on cpu": 1500.0, "openvino fp32 on cpu": 800.0}
+
+
+def ort(device: str, variant: str) -> Option:
+    return Option("onnxruntime", device, variant, variant)
+
+
+def ov(variant: str, arithmetic: str) -> Option:
+    return Option("openvino", "cpu", variant, arithmetic)
+
+
+# (request, facts, what the plan says: an Option to load, ("measure", options), ("check_bf16", option))
+CASES = [
+    # 1-4: named precisions on ONNX Runtime load that file, whatever was measured
+    (Request("cpu", "int8"), Facts(variants=ALL), ort("cpu", "int8")),
+    (Request("cpu", "fp32"), Facts(variants=ALL), ort("cpu", "fp32")),
+    (Request("cuda", "fp16"), Facts(variants=ALL, providers=WITH_CUDA), ort("cuda", "fp16")),
+    (Request("auto", "fp32-opt"), Facts(variants=ALL), ort("cpu", "fp32-opt")),
+    # 5-8: auto on a CPU: measured speeds decide, never the fixed order
+    (Request("cpu"), Facts(variants=ALL, speeds=CPU_SPEEDS), ort("cpu", "fp32-opt")),
+    (Request("cpu"), Facts(variants=ALL, speeds={**CPU_SPEEDS, "onnxruntime int8 on cpu": 2000.0}), ort("cpu", "int8")),
+    (Request("cpu"), Facts(variants=ALL), ("measure", (ort("cpu", "int8"), ort("cpu", "fp32-opt"), ort("cpu", "fp32")))),
+    (Request("cpu"), Facts(variants=("fp32",)), ort("cpu", "fp32")),  # one candidate: nothing to measure
+    # 9-10: auto on CUDA: fp16 against fp32, measured
+    (Request("cuda"), Facts(variants=ALL, providers=WITH_CUDA), ("measure", (ort("cuda", "fp16"), ort("cuda", "fp32")))),
+    (Request("auto"), Facts(variants=ALL, providers=WITH_CUDA,
+                            speeds={"onnxruntime fp16 on cuda": 9000.0, "onnxruntime fp32 on cuda": 3000.0}),
+     ort("cuda", "fp16")),
+    # 11-12: device auto without CUDA runs on the CPU
+    (Request("auto", "int8"), Facts(variants=ALL), ort("cpu", "int8")),
+    (Request("cpu", "int8"), Facts(variants=ALL, providers=WITH_CUDA), ort("cpu", "int8")),  # CPU asked for: CPU
+    (Request("auto"), Facts(variants=ALL, speeds=CPU_SPEEDS), ort("cpu", "fp32-opt")),
+    # 13-17: OpenVINO installed, backend auto: it is one more candidate on the CPU
+    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True, speeds=WITH_OV),
+     ov("fp32-opt", "bf16")),
+    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=True), ("check_bf16", ov("fp32-opt", "bf16"))),
+    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False, speeds=WITH_OV),
+     ort("cpu", "fp32-opt")),  # bf16 missed its gate: OpenVINO competes in fp32 (800), ONNX Runtime wins (1000)
+    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=False, speeds=CPU_SPEEDS),
+     ("measure", (ort("cpu", "int8"), ort("cpu", "fp32-opt"), ort("cpu", "fp32"), ov("fp32-opt", "fp32")))),
+    (Request("cpu", "int8"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True), ort("cpu", "int8")),
+    # 18-19: the objective selects which measurements count (the facts hold that objective's speeds)
+    (Request("cpu", objective="latency"),
+     Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True,
+           speeds={**WITH_OV, "openvino bf16 on cpu": 400.0}), ort("cpu", "fp32-opt")),
+    (Request("cpu", "fp32"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True,
+                                   speeds={"onnxruntime fp32 on cpu": 700.0, "openvino fp32 on cpu": 800.0}),
+     ov("fp32-opt", "fp32")),  # fp32 means fp32 arithmetic: OpenVINO fp32 may run it, never bf16
+    # 20-24: backend openvino / precision bf16
+    (Request("cpu", "bf16", "openvino"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True),
+     ov("fp32-opt", "bf16")),
+    (Request("auto", "bf16"), Facts(variants=("fp32", "int8"), openvino=True, bf16_units=True, bf16_gate=True),
+     ov("fp32", "bf16")),  # no fused graph: the plain one
+    (Request("cpu", "fp32", "openvino"), Facts(variants=ALL, openvino=True, bf16_units=True), ov("fp32-opt", "fp32")),
+    (Request("cpu", "auto", "openvino"), Facts(variants=ALL, openvino=True, bf16_units=False), ov("fp32-opt", "fp32")),
+    (Request("cpu", "auto", "openvino"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False),
+     ov("fp32-opt", "fp32")),
+    # 25-26: $JINA_ONNX_BACKEND decides what backend "auto" means
+    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True, env_backend="openvino"),
+     ov("fp32-opt", "bf16")),
+    (Request("cpu", "fp32"), Facts(variants=ALL, openvino=True, bf16_units=True, env_backend="onnxruntime"),
+     ort("cpu", "fp32")),
+]
+
+
+@pytest.mark.parametrize(("request_", "facts", "expected"), CASES, ids=[f"case{i + 1}" for i in range(len(CASES))])
+def test_load_plan_table(request_: Request, facts: Facts, expected: object) -> None:
+    plan = plan_load(request_, facts)
+    assert plan.reason  # every decision says why
+    if isinstance(expected, Option):
+        assert plan.choice == expected and not plan.measure and plan.check_bf16 is None
+    elif expected[0] == "measure":
+        assert plan.choice is None and plan.measure == expected[1]
+    else:
+        assert plan.choice is None and plan.check_bf16 == expected[1]
+
+
+# (request, facts, error type, words the message must contain)
+REFUSALS = [
+    (Request("cuda"), Facts(variants=ALL), DeviceError, 'jina-onnx[gpu]'),
+    (Request("cpu", "fp16x"), Facts(), InputError, "precision='fp16x'"),
+    (Request("cpu", backend="tensorrt"), Facts(), InputError, "backend='tensorrt'"),
+    (Request("cpu", objective="speed"), Facts(), InputError, "objective='speed'"),
+    (Request("cpu", "int8"), Facts(variants=("fp32",), rejected={"int8": "missed its gate"}), ArtifactError,
+     "missed its gate"),
+    (Request("cpu", "fp32-opt"), Facts(variants=("fp32",)), ArtifactError, "--optimize"),
+    (Request("cpu", "bf16", "onnxruntime"), Facts(variants=ALL), InputError, "runs on OpenVINO"),
+    (Request("cuda", "auto", "openvino"), Facts(variants=ALL, openvino=True), DeviceError, "device='cpu'"),
+    (Request("cpu", "int8", "openvino"), Facts(variants=ALL, openvino=True), InputError, "backend='onnxruntime'"),
+    (Request("cpu", "bf16"), Facts(variants=ALL, openvino=False), MissingDependencyError, "jina-onnx[openvino]"),
+    (Request("cpu", "bf16"), Facts(variants=ALL, openvino=True, bf16_units=False), DeviceError, "no bf16 units"),
+    (Request("cpu", "bf16"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False), ArtifactError,
+     "misses its gate"),
+    (Request("cpu"), Facts(variants=ALL, env_backend="tensorrt"), InputError, "$JINA_ONNX_BACKEND"),
+]
+
+
+@pytest.mark.parametrize(("request_", "facts", "error", "words"), REFUSALS)
+def test_load_plan_refusals_name_the_fix(request_: Request, facts: Facts, error: type, words: str) -> None:
+    with pytest.raises(error) as raised:
+        plan_load(request_, facts)
+    assert words in str(raised.value)
+
+
+def test_auto_on_cuda_keeps_a_cpu_fallback() -> None:
+    plan = plan_load(Request("auto", "auto"), Facts(variants=ALL, providers=WITH_CUDA))
+    assert plan.fallback == ort("cpu", "int8")
+    assert plan_load(Request("cuda", "fp16"), Facts(variants=ALL, providers=WITH_CUDA)).fallback is None
+
+
+def test_auto_never_runs_a_variant_slower_than_the_faster_fp32_graph() -> None:
+    # Whatever the speeds, the choice is at least as fast as the faster of fp32 and fp32-opt.
+    import itertools
+
+    for int8, opt, plain in itertools.product((500.0, 1000.0, 1500.0), repeat=3):
+        speeds = {"onnxruntime int8 on cpu": int8, "onnxruntime fp32-opt on cpu": opt, "onnxruntime fp32 on cpu": plain}
+        choice = plan_load(Request("cpu"), Facts(variants=ALL, speeds=speeds)).choice
+        assert choice is not None and speeds[choice.label] >= max(opt, plain)
