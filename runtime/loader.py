@@ -36,16 +36,19 @@ _logged: set[str] = set()
 def load(directory: Path, manifest: Manifest, request: Request, *, threads: Threads = None,
          cache_dir: Path, **options: Any) -> EmbeddingModel:
     """The model `request` plans for, loaded; `options` go to `EmbeddingModel` (device_id, pipeline, ...)."""
-    plan, get = settle(directory, manifest, request, threads=threads, cache_dir=cache_dir, **options)
-    assert plan.choice is not None
     try:
+        plan, get = settle(directory, manifest, request, threads=threads, cache_dir=cache_dir, **options)
+        assert plan.choice is not None
         model = get(plan.choice)
     except DeviceError as e:
-        if plan.fallback is None:
+        if request.device != "auto":
             raise
-        # device "auto": CUDA was listed but could not start, so use the CPU.
+        # "auto" promises a working model: CUDA was listed but could not start, so plan again for the CPU.
         log.warning("jina-onnx: %s; falling back to CPU", e)
-        model = get(plan.fallback)
+        request = dataclasses.replace(request, device="cpu")
+        plan, get = settle(directory, manifest, request, threads=threads, cache_dir=cache_dir, **options)
+        assert plan.choice is not None
+        model = get(plan.choice)
     log_once("jina-onnx: %s runs %s (%s; %s)", manifest.name, plan.choice.label, model.onnx_path.name, plan.reason)
     return model
 

@@ -38,8 +38,8 @@ BACKENDS = ("auto", "onnxruntime", "openvino")
 OBJECTIVES = ("throughput", "latency")
 # "bf16" is not a file: it is the fp32 graph run by OpenVINO with bf16 arithmetic.
 PRECISIONS = ("auto", "fp32", "fp32-opt", "fp16", "int8", "bf16")
-# The variants precision="auto" may run on ONNX Runtime, per device, in the order used where nothing was
-# measured (the CUDA fallback below). The choice among them is measured.
+# The variants precision="auto" may run on ONNX Runtime, per device; the choice among them is measured (the
+# order only lists them, and a Ray job's CUDA actors, which the driver cannot measure, take the first).
 CANDIDATES = {"cpu": ("int8", "fp32-opt", "fp32"), "cuda": ("fp16", "fp32")}
 OPENVINO_GRAPHS = ("fp32-opt", "fp32")  # the graph OpenVINO runs, preferred first
 CUDA = "CUDAExecutionProvider"
@@ -94,7 +94,6 @@ class Plan:
     reason: str
     measure: tuple[Option, ...] = ()  # time these against each other for `objective`
     check_bf16: Option | None = None  # run bf16's gate with this option
-    fallback: Option | None = None  # where device "auto" chose CUDA: what runs if CUDA cannot start
 
 
 def plan_load(request: Request, facts: Facts) -> Plan:
@@ -119,21 +118,16 @@ def plan_load(request: Request, facts: Facts) -> Plan:
                 return Plan(request.objective, None, why + "bf16 on OpenVINO is a candidate: check its gate first",
                             check_bf16=option)
             candidates += (option,)
-    fallback = None
-    if request.device == "auto" and device == "cuda":
-        # "auto" promises a working model: if CUDA is listed but cannot start, the CPU's first candidate runs.
-        fallback = _onnxruntime_options(request.precision, "cpu", facts)[0]
     if len(candidates) == 1:
-        return Plan(request.objective, candidates[0], why + _single_reason(request, candidates[0]),
-                    fallback=fallback)
+        return Plan(request.objective, candidates[0], why + _single_reason(request, candidates[0]))
     known = {c.label: facts.speeds[c.label] for c in candidates if c.label in facts.speeds}
     if len(known) < len(candidates):
         return Plan(request.objective, None, why + f"{len(candidates)} candidates for {request.objective}: "
-                    "measure them on this machine", measure=candidates, fallback=fallback)
+                    "measure them on this machine", measure=candidates)
     best = max(candidates, key=lambda c: known[c.label])
     measured = ", ".join(f"{label} {speed:,.0f}" for label, speed in sorted(known.items(), key=lambda kv: -kv[1]))
     return Plan(request.objective, best, why + f"fastest for {request.objective} on this machine "
-                f"(texts/s: {measured})", fallback=fallback)
+                f"(texts/s: {measured})")
 
 
 def check(request: Request) -> None:

@@ -129,17 +129,18 @@ def test_default_threads_are_the_physical_cores(t_model) -> None:
 
 
 def test_auto_falls_back_to_cpu_when_cuda_cannot_start(artifact, monkeypatch, caplog) -> None:
-    import jina_onnx.model as model_module
+    import onnxruntime
+
     import jina_onnx.engines.onnxruntime as session_module
 
-    monkeypatch.setattr(model_module, "_available_providers",
+    monkeypatch.setattr(onnxruntime, "get_available_providers",
                         lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
     monkeypatch.setattr(session_module, "missing_cuda_libraries", lambda: ["libcudnn.so.9"])
     with pytest.raises(DeviceError, match="missing libraries: libcudnn.so.9"):
         build_model(artifact("t"), device="cuda")
     with caplog.at_level(logging.WARNING, logger="jina_onnx"):
         model = build_model(artifact("t"), device="auto")
-    assert model.device == "cpu" and model.precision == "int8"
+    assert model.device == "cpu" and model.backend == "onnxruntime"
     assert any("falling back to CPU" in r.getMessage() for r in caplog.records)
 
 

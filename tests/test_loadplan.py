@@ -115,12 +115,6 @@ def test_load_plan_refusals_name_the_fix(request_: Request, facts: Facts, error:
     assert words in str(raised.value)
 
 
-def test_auto_on_cuda_keeps_a_cpu_fallback() -> None:
-    plan = plan_load(Request("auto", "auto"), Facts(variants=ALL, providers=WITH_CUDA))
-    assert plan.fallback == ort("cpu", "int8")
-    assert plan_load(Request("cuda", "fp16"), Facts(variants=ALL, providers=WITH_CUDA)).fallback is None
-
-
 def test_auto_never_runs_a_variant_slower_than_the_faster_fp32_graph() -> None:
     # Whatever the speeds, the choice is at least as fast as the faster of fp32 and fp32-opt.
     import itertools
