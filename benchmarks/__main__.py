@@ -1,7 +1,7 @@
 """One command for the side-by-side benchmark suite.
 
     python -m benchmarks run [--models t,s,b] [--device cpu|cuda] [--precisions fp32,int8] [--quick]
-    python -m benchmarks readme benchmarks/results/<stem>.json   # put that run's table and plots in README.md
+    python -m benchmarks publish benchmarks/results/<stem>.json  # that run's tables and plots in docs/performance.md
     python -m benchmarks host [--model minilm] [--cores 1,2]     # the host path alone and a stand-in device
 
 `run` writes benchmarks/results/<machine>-<date>[-quick].json, .md and three PNGs (see benchmarks/report.py).
@@ -18,9 +18,9 @@ import sys
 import time
 from pathlib import Path
 
-from .common import RESULTS, machine_facts, physical_cores
-from .report import README, plots, render_markdown, update_readme
 from . import runners
+from .common import RESULTS, machine_facts, physical_cores
+from .report import PERFORMANCE, plots, publish, render_markdown
 from .runners import RUNTIMES
 from .suite import FULL, QUICK, SMOKE, default_precisions, log, run
 
@@ -40,8 +40,17 @@ def gpu_facts() -> dict[str, object]:
     import subprocess
 
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30, check=True).stdout.strip().splitlines()[0]
+        out = (
+            subprocess.run(
+                ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[0]
+        )
     except (OSError, subprocess.SubprocessError, IndexError):
         return {}
     name, memory, driver = (part.strip() for part in out.split(","))
@@ -60,15 +69,18 @@ def check_device(device: str) -> None:
     import onnxruntime
 
     if device == "cuda" and "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
-        raise SystemExit("error: --device cuda needs onnxruntime-gpu with the CUDA provider; this onnxruntime offers "
-                         f"{onnxruntime.get_available_providers()}. Install the gpu extra (pip install "
-                         "'jina-onnx[gpu]') in place of onnxruntime, or use --device cpu.")
+        raise SystemExit(
+            "error: --device cuda needs onnxruntime-gpu with the CUDA provider; this onnxruntime offers "
+            f"{onnxruntime.get_available_providers()}. Install the gpu extra (pip install "
+            "'jina-onnx[gpu]') in place of onnxruntime, or use --device cpu."
+        )
 
 
 def command_run(args: argparse.Namespace) -> int:
     models = list(parse_list(args.models, SIZES, "model"))
-    precisions = parse_list(args.precisions, PRECISIONS, "precision") if args.precisions \
-        else default_precisions(args.device)
+    precisions = (
+        parse_list(args.precisions, PRECISIONS, "precision") if args.precisions else default_precisions(args.device)
+    )
     runtimes = parse_list(args.runtimes, RUNTIMES, "runtime")
     check_device(args.device)
     runners.RETRY_UNSUPPORTED = args.retry_unsupported
@@ -77,13 +89,20 @@ def command_run(args: argparse.Namespace) -> int:
     threads = physical_cores()
     facts = machine_facts() | (gpu_facts() if args.device == "cuda" else {})
     started = time.perf_counter()
-    log(f"benchmark suite: models {','.join(models)}, device {args.device}, precisions {','.join(precisions)}, "
-        f"{mode} mode, {threads} threads")
-    data = {"machine": facts, "machine_name": machine_name(facts, args.device), "device": args.device,
-            "threads": threads, "mode": mode, "settings": settings.__dict__ | {
-                "fixed_texts": {str(k): v for k, v in settings.fixed_texts.items()}},
-            "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-            "versions": versions()}
+    log(
+        f"benchmark suite: models {','.join(models)}, device {args.device}, precisions {','.join(precisions)}, "
+        f"{mode} mode, {threads} threads"
+    )
+    data = {
+        "machine": facts,
+        "machine_name": machine_name(facts, args.device),
+        "device": args.device,
+        "threads": threads,
+        "mode": mode,
+        "settings": settings.__dict__ | {"fixed_texts": {str(k): v for k, v in settings.fixed_texts.items()}},
+        "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "versions": versions(),
+    }
     out = Path(args.out) if args.out else RESULTS
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{data['machine_name']}-{facts['date']}" + ("" if mode == "full" else f"-{mode}")
@@ -100,22 +119,28 @@ def command_run(args: argparse.Namespace) -> int:
     partial.unlink(missing_ok=True)
     pngs = plots(data, out, stem)
     (out / f"{stem}.md").write_text(render_markdown(data, heading="#"))
-    log(f"done in {data['wall_s']:.0f} s: wrote {json_path}, {out / f'{stem}.md'} and "
-        f"{', '.join(p.name for p in pngs)}")
+    log(
+        f"done in {data['wall_s']:.0f} s: wrote {json_path}, {out / f'{stem}.md'} and {', '.join(p.name for p in pngs)}"
+    )
     return 0
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    from jina_onnx.machine import package_versions
 
-    found = {}
-    for name in ("onnxruntime", "onnxruntime-gpu", "torch", "transformers", "sentence-transformers", "optimum",
-                 "optimum-onnx", "fastembed", "tokenizers"):
-        try:
-            found[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return found
+    return package_versions(
+        (
+            "onnxruntime",
+            "onnxruntime-gpu",
+            "torch",
+            "transformers",
+            "sentence-transformers",
+            "optimum",
+            "optimum-onnx",
+            "fastembed",
+            "tokenizers",
+        )
+    )
 
 
 def command_host(args: argparse.Namespace) -> int:
@@ -128,8 +153,13 @@ def command_host(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --cores {args.cores!r} must be counts from 1 to the {available} CPUs available")
     facts = machine_facts()
     started = time.perf_counter()
-    data = {"machine": facts, "date": facts["date"], "model": args.model, "versions": versions(),
-            "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+    data = {
+        "machine": facts,
+        "date": facts["date"],
+        "model": args.model,
+        "versions": versions(),
+        "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+    }
     data |= host.measure(artifact_dir(args.model), args.texts, cores, args.load, log)
     data["wall_s"] = time.perf_counter() - started
     out = Path(args.out) if args.out else RESULTS
@@ -151,8 +181,8 @@ def host_core_counts() -> list[int]:
 
 def command_readme(args: argparse.Namespace) -> int:
     json_path = Path(args.results).resolve()
-    update_readme(json_path, README)
-    print(f"README.md: Performance section now shows {json_path.name}", file=sys.stderr)
+    publish(json_path, PERFORMANCE)
+    print(f"docs/performance.md now shows {json_path.name}", file=sys.stderr)
     return 0
 
 
@@ -160,31 +190,48 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="run the suite and write JSON, Markdown and PNG plots")
-    run_parser.add_argument("--models", default="t,s,b",
-                            help="comma-separated models from t,s,b,l,minilm (default t,s,b; minilm is the real "
-                                 "all-MiniLM-L6-v2, which the quality table always uses)")
+    run_parser.add_argument(
+        "--models",
+        default="t,s,b",
+        help="comma-separated models from t,s,b,l,minilm (default t,s,b; minilm is the real "
+        "all-MiniLM-L6-v2, which the quality table always uses)",
+    )
     run_parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    run_parser.add_argument("--precisions", default="",
-                            help="jina-onnx variants to run (default fp32,int8 on cpu, plus bf16 on OpenVINO where "
-                                 "it is installed and the CPU has bf16 units; fp32,fp16 on cuda)")
-    run_parser.add_argument("--runtimes", default=",".join(RUNTIMES),
-                            help=f"runners to include (default all: {','.join(RUNTIMES)})")
-    run_parser.add_argument("--quick", action="store_true",
-                            help="fewer texts and rounds: t and s in under 5 minutes on 2 CPU cores")
+    run_parser.add_argument(
+        "--precisions",
+        default="",
+        help="jina-onnx variants to run (default fp32,int8 on cpu, plus bf16 on OpenVINO where "
+        "it is installed and the CPU has bf16 units; fp32,fp16 on cuda)",
+    )
+    run_parser.add_argument(
+        "--runtimes", default=",".join(RUNTIMES), help=f"runners to include (default all: {','.join(RUNTIMES)})"
+    )
+    run_parser.add_argument(
+        "--quick", action="store_true", help="fewer texts and rounds: t and s in under 5 minutes on 2 CPU cores"
+    )
     run_parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)  # tests: minimal work
     run_parser.add_argument("--out", default="", help="write results here instead of benchmarks/results/")
-    run_parser.add_argument("--retry-unsupported", action="store_true",
-                            help="try again baselines an earlier run with the same package versions found unsupported")
+    run_parser.add_argument(
+        "--retry-unsupported",
+        action="store_true",
+        help="try again baselines an earlier run with the same package versions found unsupported",
+    )
     run_parser.set_defaults(handler=command_run)
-    readme_parser = commands.add_parser("readme", help="show a results JSON in README.md's Performance section")
+    readme_parser = commands.add_parser(
+        "publish", aliases=["readme"], help="show a results JSON in docs/performance.md"
+    )
     readme_parser.add_argument("results", help="a benchmarks/results/*.json written by `run`")
     readme_parser.set_defaults(handler=command_readme)
     host_parser = commands.add_parser("host", help="the host path alone at 1..N cores, and a stand-in device")
     host_parser.add_argument("--model", choices=SIZES, default="minilm", help="whose tokenizer (default minilm)")
     host_parser.add_argument("--texts", type=int, default=8192, help="texts per workload (default 8192)")
     host_parser.add_argument("--cores", default="", help="core counts, e.g. 1,2 (default 1, 2, 4, ... all)")
-    host_parser.add_argument("--load", type=float, default=0.8,
-                             help="the stand-in device's speed as a share of the host capacity (default 0.8)")
+    host_parser.add_argument(
+        "--load",
+        type=float,
+        default=0.8,
+        help="the stand-in device's speed as a share of the host capacity (default 0.8)",
+    )
     host_parser.add_argument("--out", default="", help="write results here instead of benchmarks/results/")
     host_parser.set_defaults(handler=command_host)
     args = parser.parse_args(argv)

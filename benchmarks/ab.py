@@ -47,8 +47,9 @@ def worker(spec: dict) -> None:
 
 def checkout(rev: str, into: Path) -> Path:
     """The runtime package of `rev` as an importable `jina_onnx` under `into`."""
-    archive = subprocess.run(["git", "archive", "--format=tar", rev, "runtime"], cwd=ROOT, check=True,
-                             capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "archive", "--format=tar", rev, "runtime"], cwd=ROOT, check=True, capture_output=True
+    ).stdout
     with tarfile.open(fileobj=BytesIO(archive)) as tar:
         tar.extractall(into, filter="data")
     (into / "runtime").rename(into / "jina_onnx")
@@ -67,8 +68,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(json.loads(args.worker))
         return 0
-    base_rev = subprocess.run(["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True, capture_output=True,
-                              text=True).stdout.strip()
+    base_rev = subprocess.run(
+        ["git", "rev-parse", "--short", args.base], cwd=ROOT, check=True, capture_output=True, text=True
+    ).stdout.strip()
     results: dict[str, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         base_path = checkout(args.base, Path(tmp) / "base")
@@ -78,32 +80,62 @@ def main(argv: list[str] | None = None) -> int:
             texts_file = Path(tmp) / f"texts-{size}.json"
             texts_file.write_text(json.dumps(workloads))
             for precision in args.precisions.split(","):
-                contenders = {f"{base_rev} (before)": (str(base_path), None), "now, serial": ("", False),
-                              "now, pipelined": ("", True)}
+                contenders = {
+                    f"{base_rev} (before)": (str(base_path), None),
+                    "now, serial": ("", False),
+                    "now, pipelined": ("", True),
+                }
                 artifact = prepared_minilm() if size == "minilm" else prepared_artifact(size)
                 times = compare(contenders, artifact, precision, texts_file, workloads, args.rounds)
                 results[f"{size} {precision}"] = times
                 base = times[f"{base_rev} (before)"]
                 for name, per in times.items():
-                    print(f"{size} {precision} {name:>16}: " + ", ".join(
-                        f"{w} {per[w]['texts_per_s']:,.0f}/s ({per[w]['texts_per_s'] / base[w]['texts_per_s']:.3f}x)"
-                        for w in workloads), flush=True)
+                    print(
+                        f"{size} {precision} {name:>16}: "
+                        + ", ".join(
+                            f"{w} {per[w]['texts_per_s']:,.0f}/s ({per[w]['texts_per_s'] / base[w]['texts_per_s']:.3f}x)"
+                            for w in workloads
+                        ),
+                        flush=True,
+                    )
     out = Path(args.out) if args.out else RESULTS / f"ab-{time.strftime('%Y-%m-%d')}.json"
-    out.write_text(json.dumps({"machine": machine_facts(), "base": base_rev, "command": "python -m benchmarks.ab "
-                               + " ".join(argv if argv is not None else sys.argv[1:]), "rounds": args.rounds,
-                               "results": results}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {
+                "machine": machine_facts(),
+                "base": base_rev,
+                "command": "python -m benchmarks.ab " + " ".join(argv if argv is not None else sys.argv[1:]),
+                "rounds": args.rounds,
+                "results": results,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"wrote {out}")
     return 0
 
 
-def compare(contenders: dict[str, tuple[str, bool | None]], artifact: Path, precision: str, texts_file: Path,
-            workloads: dict[str, list[str]], rounds: int) -> dict[str, dict[str, dict[str, float]]]:
+def compare(
+    contenders: dict[str, tuple[str, bool | None]],
+    artifact: Path,
+    precision: str,
+    texts_file: Path,
+    workloads: dict[str, list[str]],
+    rounds: int,
+) -> dict[str, dict[str, dict[str, float]]]:
     procs = {}
     for name, (pythonpath, pipeline) in contenders.items():
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (pythonpath, str(ROOT)) if p))
         spec = {"artifact": str(artifact), "precision": precision, "pipeline": pipeline, "texts": str(texts_file)}
-        procs[name] = subprocess.Popen([sys.executable, "-m", "benchmarks.ab", "--worker", json.dumps(spec)],
-                                       cwd=ROOT, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        procs[name] = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.ab", "--worker", json.dumps(spec)],
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         json.loads(procs[name].stdout.readline())  # type: ignore[union-attr]
 
     def ask(name: str, workload: str) -> float:
@@ -125,8 +157,10 @@ def compare(contenders: dict[str, tuple[str, bool | None]], artifact: Path, prec
         for proc in procs.values():
             proc.stdin.close()  # type: ignore[union-attr]
             proc.wait(timeout=30)
-    return {name: {w: {"texts_per_s": len(workloads[w]) / statistics.median(s), "seconds": s}
-                   for w, s in per.items()} for name, per in samples.items()}
+    return {
+        name: {w: {"texts_per_s": len(workloads[w]) / statistics.median(s), "seconds": s} for w, s in per.items()}
+        for name, per in samples.items()
+    }
 
 
 if __name__ == "__main__":

@@ -47,8 +47,17 @@ def main(argv: list[str]) -> int:
     for texts in workloads:
         encode(texts, 32, None)
     peak_mb = peak_rss_mb()
-    print(json.dumps({"import_s": imported - start, "load_s": loaded - imported, "first_encode_s": first - loaded,
-                      "total_s": first - start, "peak_rss_mb": peak_mb}))
+    print(
+        json.dumps(
+            {
+                "import_s": imported - start,
+                "load_s": loaded - imported,
+                "first_encode_s": first - loaded,
+                "total_s": first - start,
+                "peak_rss_mb": peak_mb,
+            }
+        )
+    )
     return 0
 
 

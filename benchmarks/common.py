@@ -6,10 +6,7 @@ import datetime as dt
 import json
 import os
 import platform
-import statistics
-import time
 from pathlib import Path
-from typing import Callable
 
 RESULTS = Path(__file__).resolve().parent / "results"
 WORK = Path(os.environ.get("JINA_ONNX_BENCH_HOME", Path.home() / ".cache" / "jina-onnx-bench"))
@@ -48,23 +45,6 @@ def machine_facts() -> dict[str, object]:
     }
 
 
-def interleaved(runners: dict[str, Callable[[], None]], rounds: int, warmup: int = 1) -> dict[str, dict[str, float]]:
-    """Time each runner `rounds` times, alternating A, B, C, A, B, C... so drift hits all alike.
-
-    Returns seconds per call: median, min, max for each runner.
-    """
-    for run in runners.values():
-        for _ in range(warmup):
-            run()
-    samples: dict[str, list[float]] = {name: [] for name in runners}
-    for _ in range(rounds):
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run()
-            samples[name].append(time.perf_counter() - start)
-    return {name: {"median": statistics.median(s), "min": min(s), "max": max(s)} for name, s in samples.items()}
-
-
 def prepared_artifact(size: str, precisions: tuple[str, ...] = ("fp32", "fp16", "int8")) -> Path:
     """The synthetic checkpoint of a model size exported once into WORK, reused on later runs."""
     from jina_onnx.manifest import load_manifest
@@ -80,8 +60,9 @@ def prepared_artifact(size: str, precisions: tuple[str, ...] = ("fp32", "fp16", 
     checkpoint = WORK / "checkpoints" / size
     if not (checkpoint / "config.json").is_file():
         write_checkpoint(size, checkpoint)
-    return export_model(checkpoint, out, name=f"jina-embedding-{size}-en-v1", precisions=list(precisions),
-                        overwrite=True)
+    return export_model(
+        checkpoint, out, name=f"jina-embedding-{size}-en-v1", precisions=list(precisions), overwrite=True
+    )
 
 
 def prepared_minilm(precisions: tuple[str, ...] = ("fp32", "fp16", "int8")) -> Path:
@@ -91,8 +72,7 @@ def prepared_minilm(precisions: tuple[str, ...] = ("fp32", "fp16", "int8")) -> P
     from jina_onnx.export import export_model
     from jina_onnx.export.synthetic import minilm_checkpoint
 
-    return export_model(minilm_checkpoint(), out, name="all-MiniLM-L6-v2", precisions=list(precisions),
-                        overwrite=True)
+    return export_model(minilm_checkpoint(), out, name="all-MiniLM-L6-v2", precisions=list(precisions), overwrite=True)
 
 
 def write_results(stem: str, data: dict[str, object], markdown: str) -> tuple[Path, Path]:

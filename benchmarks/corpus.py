@@ -27,8 +27,10 @@ from .workloads import sts_sentences
 def corpus(count: int, seed: int = 0) -> list[str]:
     sentences = sts_sentences()
     rng = random.Random(seed)
-    return [" ".join(rng.choice(sentences) for _ in range(rng.randint(8, 24))) if i % 50 == 7
-            else rng.choice(sentences) for i in range(count)]
+    return [
+        " ".join(rng.choice(sentences) for _ in range(rng.randint(8, 24))) if i % 50 == 7 else rng.choice(sentences)
+        for i in range(count)
+    ]
 
 
 def write_shards(texts: list[str], directory: Path, shards: int = 10) -> None:
@@ -73,8 +75,11 @@ def main(argv: list[str] | None = None) -> int:
 
         start = time.perf_counter()
         manifest = embed_files(source, Path(tmp) / "local", model=model)
-        results["jina-onnx embed (local)"] = {"seconds": time.perf_counter() - start, "rows": manifest["rows"],
-                                              "threads": cores}
+        results["jina-onnx embed (local)"] = {
+            "seconds": time.perf_counter() - start,
+            "rows": manifest["rows"],
+            "threads": cores,
+        }
         print(f"local job: {manifest['rows'] / results['jina-onnx embed (local)']['seconds']:,.0f} texts/s", flush=True)
         del model
 
@@ -87,9 +92,16 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / f"ray-{workers}"
             threads = max(1, cores // workers)
             start = time.perf_counter()
-            manifest = run_corpus_job(str(source), str(out), address=None, model=str(artifact),
-                                      precision=args.precision, workers=workers, cpus_per_worker=cores / (workers + 1),
-                                      threads=threads)
+            manifest = run_corpus_job(
+                str(source),
+                str(out),
+                address=None,
+                model=str(artifact),
+                precision=args.precision,
+                workers=workers,
+                cpus_per_worker=cores / (workers + 1),
+                threads=threads,
+            )
             label = f"jina-onnx embed --ray, {workers} actor{'s' if workers > 1 else ''}"
             results[label] = {"seconds": time.perf_counter() - start, "rows": manifest["rows"], "threads": threads}
             print(f"{label}: {manifest['rows'] / results[label]['seconds']:,.0f} texts/s", flush=True)
@@ -99,16 +111,27 @@ def main(argv: list[str] | None = None) -> int:
     for entry in results.values():
         entry["texts_per_s"] = entry["rows"] / entry["seconds"]
         entry["vs_encode_iter"] = entry["texts_per_s"] / (base["rows"] / base["seconds"])
-    data = {"machine": machine_facts(), "command": "python -m benchmarks.corpus " + " ".join(
-        argv if argv is not None else sys.argv[1:]), "texts": args.texts, "precision": args.precision,
-        "ray_init_s": ray_init, "results": results}
+    data = {
+        "machine": machine_facts(),
+        "command": "python -m benchmarks.corpus " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "texts": args.texts,
+        "precision": args.precision,
+        "ray_init_s": ray_init,
+        "results": results,
+    }
     stem = f"corpus-{time.strftime('%Y-%m-%d')}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
-    lines = [f"Machine: {data['machine']['cpu']}, {cores} physical cores; t {args.precision}, {args.texts:,} texts "
-             f"in 10 shards (JSON Lines, Parquet, text); `ray.init` took {ray_init:.1f} s (not counted).", "",
-             "| runner | ONNX Runtime threads | seconds | texts/s | vs in-process encode_iter |", "|---|---|---|---|---|"]
-    lines += [f"| {label} | {e['threads']} | {e['seconds']:.1f} | {e['texts_per_s']:,.0f} | {e['vs_encode_iter']:.2f}x |"
-              for label, e in results.items()]
+    lines = [
+        f"Machine: {data['machine']['cpu']}, {cores} physical cores; t {args.precision}, {args.texts:,} texts "
+        f"in 10 shards (JSON Lines, Parquet, text); `ray.init` took {ray_init:.1f} s (not counted).",
+        "",
+        "| runner | ONNX Runtime threads | seconds | texts/s | vs in-process encode_iter |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {label} | {e['threads']} | {e['seconds']:.1f} | {e['texts_per_s']:,.0f} | {e['vs_encode_iter']:.2f}x |"
+        for label, e in results.items()
+    ]
     (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0

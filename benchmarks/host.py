@@ -26,8 +26,9 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -80,8 +81,9 @@ def model_with(artifact: Path, engine: Any, workers: int) -> Any:
     from jina_onnx.manifest import Precision, load_manifest
 
     manifest = load_manifest(artifact)
-    return EmbeddingModel(artifact, manifest, manifest.variants[Precision.FP32], "cuda", 1, host_workers=workers,
-                          engine=engine)
+    return EmbeddingModel(
+        artifact, manifest, manifest.variants[Precision.FP32], "cuda", 1, host_workers=workers, engine=engine
+    )
 
 
 def workloads(artifact: Path, count: int) -> dict[str, list[str]]:
@@ -95,8 +97,10 @@ def workloads(artifact: Path, count: int) -> dict[str, list[str]]:
     manifest = load_manifest(artifact)
     tokenizer = TextTokenizer(artifact / manifest.tokenizer.file, manifest.max_length, manifest.tokenizer.pad_id)
     short, fixed = short_texts(0), fixed_length_texts(tokenizer, min(count, 1024))
-    return {"short": (short * (count // len(short) + 1))[:count],
-            "fixed128": (fixed * (count // len(fixed) + 1))[:count]}
+    return {
+        "short": (short * (count // len(short) + 1))[:count],
+        "fixed128": (fixed * (count // len(fixed) + 1))[:count],
+    }
 
 
 def _pin(cores: int) -> None:
@@ -123,6 +127,7 @@ def scaling_child(artifact: Path, texts: dict[str, list[str]], cores: int) -> di
     """(a) in this process, pinned to `cores` CPUs."""
     _pin(cores)
     import tokenizers
+
     from jina_onnx.manifest import load_manifest
 
     manifest = load_manifest(artifact)
@@ -133,11 +138,14 @@ def scaling_child(artifact: Path, texts: dict[str, list[str]], cores: int) -> di
     serial = model_with(artifact, NearFreeEngine(manifest.dim, manifest.inputs), 0)
     out: dict[str, Any] = {}
     for workload, items in texts.items():
-        out[workload] = _timed({
-            "bare": ("true", lambda items=items: bare.encode_batch_fast(items)),
-            "workers": ("false", lambda items=items: workers.encode(items, batch_size=BATCH, token_budget=BUDGET)),
-            "serial": ("true", lambda items=items: serial.encode(items, batch_size=BATCH, token_budget=BUDGET)),
-        }, len(items))
+        out[workload] = _timed(
+            {
+                "bare": ("true", lambda items=items: bare.encode_batch_fast(items)),
+                "workers": ("false", lambda items=items: workers.encode(items, batch_size=BATCH, token_budget=BUDGET)),
+                "serial": ("true", lambda items=items: serial.encode(items, batch_size=BATCH, token_budget=BUDGET)),
+            },
+            len(items),
+        )
     return out
 
 
@@ -153,23 +161,30 @@ def device_child(artifact: Path, texts: list[str], cores: int, capacity: float, 
     seconds_per_token = len(texts) / padded / (load * capacity)
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     first_batch = texts[:BATCH]
-    tokenize_one = statistics.median(_seconds(lambda: probe.tokenizer.tokenize(first_batch, private=True))
-                                     for _ in range(7))
-    out: dict[str, Any] = {"load": load, "capacity": capacity, "seconds_per_token": seconds_per_token,
-                           "tokenize_one_batch_s": tokenize_one, "device_only_s": padded * seconds_per_token}
+    tokenize_one = statistics.median(
+        _seconds(lambda: probe.tokenizer.tokenize(first_batch, private=True)) for _ in range(7)
+    )
+    out: dict[str, Any] = {
+        "load": load,
+        "capacity": capacity,
+        "seconds_per_token": seconds_per_token,
+        "tokenize_one_batch_s": tokenize_one,
+        "device_only_s": padded * seconds_per_token,
+    }
     for name, workers in (("workers", cores), ("serial", 0)):
         device = StandInDevice(manifest.dim, manifest.inputs, seconds_per_token)
         model = model_with(artifact, device, workers)
         os.environ["TOKENIZERS_PARALLELISM"] = "false" if workers else "true"
-        model.encode(texts[:2 * BATCH], batch_size=BATCH, token_budget=BUDGET)  # warm, as a service would be
+        model.encode(texts[: 2 * BATCH], batch_size=BATCH, token_budget=BUDGET)  # warm, as a service would be
         runs = []
         for _ in range(3):
             device.busy, device.first_start = 0.0, None
             started = time.perf_counter()
             model.encode(texts, batch_size=BATCH, token_budget=BUDGET)
             wall = time.perf_counter() - started
-            runs.append({"busy": device.busy / wall, "wall_s": wall,
-                         "first_batch_s": (device.first_start or started) - started})
+            runs.append(
+                {"busy": device.busy / wall, "wall_s": wall, "first_batch_s": (device.first_start or started) - started}
+            )
         runs.sort(key=lambda r: r["busy"])
         out[name] = runs[len(runs) // 2] | {"busy_all": [r["busy"] for r in runs]}
     return out
@@ -184,8 +199,14 @@ def _seconds(fn: Callable[[], object]) -> float:
 def _child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
     """Run one measurement in a fresh process (its own CPU affinity and tokenizer pool)."""
     cmd = [sys.executable, "-m", "benchmarks.host", "--child", kind]
-    done = subprocess.run(cmd, input=json.dumps(spec), capture_output=True, text=True, check=False,
-                          cwd=Path(__file__).resolve().parent.parent)
+    done = subprocess.run(
+        cmd,
+        input=json.dumps(spec),
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     if done.returncode:
         raise RuntimeError(f"benchmarks.host child {kind} failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout)  # type: ignore[no-any-return]
@@ -193,46 +214,75 @@ def _child(kind: str, spec: dict[str, Any]) -> dict[str, Any]:
 
 def measure(artifact: Path, count: int, cores: list[int], load: float, log: Callable[[str], None]) -> dict[str, Any]:
     texts = workloads(artifact, count)
-    results: dict[str, Any] = {"texts": count, "batch_size": BATCH, "token_budget": BUDGET, "rounds": ROUNDS,
-                               "scaling": {}}
+    results: dict[str, Any] = {
+        "texts": count,
+        "batch_size": BATCH,
+        "token_budget": BUDGET,
+        "rounds": ROUNDS,
+        "scaling": {},
+    }
     for c in cores:
         log(f"host path on {c} core(s): bare tokenizer, {c} workers, serial")
         results["scaling"][str(c)] = _child("scaling", {"artifact": str(artifact), "texts": texts, "cores": c})
     top = results["scaling"][str(max(cores))]
     capacity = top["fixed128"]["workers"]
     log(f"stand-in device at {load:.0%} of {capacity:,.0f} texts/s on {max(cores)} cores")
-    results["device"] = _child("device", {"artifact": str(artifact), "texts": texts["fixed128"], "cores": max(cores),
-                                          "capacity": capacity, "load": load})
+    results["device"] = _child(
+        "device",
+        {
+            "artifact": str(artifact),
+            "texts": texts["fixed128"],
+            "cores": max(cores),
+            "capacity": capacity,
+            "load": load,
+        },
+    )
     return results
 
 
 def render(data: dict[str, Any]) -> str:
-    lines = [f"# Host path: {data['machine']['cpu']}, {data['machine']['logical_cpus']} CPUs, {data['date']}", "",
-             f"Command: `{data['command']}`. Model {data['model']}'s tokenizer, {data['texts']:,} texts per "
-             f"workload, batches of {data['batch_size']} (GPU-sized), near-free engine; texts/s, medians of "
-             f"{data['rounds']} interleaved rounds, each core count in its own pinned process.", "",
-             "| cores | workload | bare tokenizer | encode, host workers | encode, serial | workers / bare "
-             "| serial / bare |", "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# Host path: {data['machine']['cpu']}, {data['machine']['logical_cpus']} CPUs, {data['date']}",
+        "",
+        f"Command: `{data['command']}`. Model {data['model']}'s tokenizer, {data['texts']:,} texts per "
+        f"workload, batches of {data['batch_size']} (GPU-sized), near-free engine; texts/s, medians of "
+        f"{data['rounds']} interleaved rounds, each core count in its own pinned process.",
+        "",
+        "| cores | workload | bare tokenizer | encode, host workers | encode, serial | workers / bare "
+        "| serial / bare |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for cores, by_workload in data["scaling"].items():
         for workload, r in by_workload.items():
-            lines.append(f"| {cores} | {workload} | {r['bare']:,.0f} | {r['workers']:,.0f} | {r['serial']:,.0f} | "
-                         f"{r['workers'] / r['bare']:.2f} | {r['serial'] / r['bare']:.2f} |")
+            lines.append(
+                f"| {cores} | {workload} | {r['bare']:,.0f} | {r['workers']:,.0f} | {r['serial']:,.0f} | "
+                f"{r['workers'] / r['bare']:.2f} | {r['serial'] / r['bare']:.2f} |"
+            )
     counts = sorted(data["scaling"], key=int)
     if len(counts) > 1:
         lines += ["", f"Scaling from 1 to {counts[-1]} cores:", ""]
         for workload in data["scaling"][counts[0]]:
             one, top = data["scaling"][counts[0]][workload], data["scaling"][counts[-1]][workload]
-            lines.append(f"- {workload}: host workers {top['workers'] / one['workers']:.2f}x, serial "
-                         f"{top['serial'] / one['serial']:.2f}x, bare tokenizer {top['bare'] / one['bare']:.2f}x")
+            lines.append(
+                f"- {workload}: host workers {top['workers'] / one['workers']:.2f}x, serial "
+                f"{top['serial'] / one['serial']:.2f}x, bare tokenizer {top['bare'] / one['bare']:.2f}x"
+            )
     d = data["device"]
-    lines += ["", f"Stand-in device at {d['load']:.0%} of the host capacity ({d['capacity']:,.0f} texts/s of 128 "
-              f"tokens on {counts[-1]} cores; the device alone would take {d['device_only_s']:.2f} s); one batch "
-              f"takes {d['tokenize_one_batch_s'] * 1e3:.1f} ms to tokenize on one thread:", "",
-              "| host path | device busy | first batch starts after | wall s |", "|---|---|---|---|"]
+    lines += [
+        "",
+        f"Stand-in device at {d['load']:.0%} of the host capacity ({d['capacity']:,.0f} texts/s of 128 "
+        f"tokens on {counts[-1]} cores; the device alone would take {d['device_only_s']:.2f} s); one batch "
+        f"takes {d['tokenize_one_batch_s'] * 1e3:.1f} ms to tokenize on one thread:",
+        "",
+        "| host path | device busy | first batch starts after | wall s |",
+        "|---|---|---|---|",
+    ]
     for name in ("workers", "serial"):
         r = d[name]
-        lines.append(f"| {name} | {r['busy']:.3f} | {r['first_batch_s'] * 1e3:.1f} ms "
-                     f"({r['first_batch_s'] / d['tokenize_one_batch_s']:.2f}x one batch) | {r['wall_s']:.2f} |")
+        lines.append(
+            f"| {name} | {r['busy']:.3f} | {r['first_batch_s'] * 1e3:.1f} ms "
+            f"({r['first_batch_s'] / d['tokenize_one_batch_s']:.2f}x one batch) | {r['wall_s']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 

@@ -20,7 +20,8 @@ import multiprocessing
 import signal
 import time
 import traceback
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +46,9 @@ class RemoteRunner:
         self.seconds = 0.0
         context = multiprocessing.get_context("spawn")  # a clean interpreter: no inherited threads or models
         self._conn, child = context.Pipe()
-        self._process = context.Process(target=target or _serve, args=(child, spec.to_json()), daemon=True,
-                                        name=f"runner {spec.label}")
+        self._process = context.Process(
+            target=target or _serve, args=(child, spec.to_json()), daemon=True, name=f"runner {spec.label}"
+        )
         self._process.start()
         child.close()
         reply = self._receive()

@@ -1,6 +1,6 @@
-"""Turns a suite result (the JSON) into the Markdown table, the three PNG plots and README's section.
+"""Turns a suite result (the JSON) into the Markdown table, the three PNG plots and docs/performance.md's results block.
 
-The Markdown is a pure function of the JSON, so README.md can be checked against the JSON it names.
+The Markdown is a pure function of the JSON, so docs/performance.md can be checked against the JSON it names.
 """
 
 from __future__ import annotations
@@ -10,21 +10,42 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+PERFORMANCE = ROOT / "docs" / "performance.md"  # where the latest full run is shown
 START, END = "<!-- benchmark-results:start -->", "<!-- benchmark-results:end -->"
-ORDER = ("torch fp32", "torch fp16", "ST ONNX fp32", "ST ONNX int8", "ST OpenVINO default", "fastembed fp32",
-         "jina-onnx fp32", "jina-onnx fp32-opt", "jina-onnx fp16", "jina-onnx int8", "jina-onnx bf16")
+ORDER = (
+    "torch fp32",
+    "torch fp16",
+    "ST ONNX fp32",
+    "ST ONNX int8",
+    "ST OpenVINO default",
+    "fastembed fp32",
+    "jina-onnx fp32",
+    "jina-onnx fp32-opt",
+    "jina-onnx fp16",
+    "jina-onnx int8",
+    "jina-onnx bf16",
+)
 PLOTS = ("throughput", "batch-speedup", "quality-speed")
 SECTIONS = {"short": "short text", "long": "long text", "fixed128_b32": "128 tokens, batch 32"}
 # On CUDA the table shows the GPU-sized batches the suite adds there (short and 128-token texts at batch 256).
 CUDA_SECTIONS = {"short_b256": "short text, batch 256", "long": "long text", "fixed128_b256": "128 tokens, batch 256"}
 # Headline columns: (key, label) per device. On CUDA the fast variant is fp16, compared with torch fp16.
-HEADLINE = {"cpu": (("fast", "int8 vs torch fp32"), ("torch fp32", "fp32 vs torch fp32"),
-                    ("st fp32", "fp32 vs ST ONNX fp32"), ("st int8", "int8 vs ST ONNX int8"),
-                    ("fastembed", "fp32 vs fastembed fp32")),
-            "cuda": (("fast", "fp16 vs torch fp16"), ("fast vs fp32", "fp16 vs torch fp32"),
-                     ("torch fp32", "fp32 vs torch fp32"), ("st fp32", "fp32 vs ST ONNX fp32"),
-                     ("fastembed", "fp32 vs fastembed fp32"))}
+HEADLINE = {
+    "cpu": (
+        ("fast", "int8 vs torch fp32"),
+        ("torch fp32", "fp32 vs torch fp32"),
+        ("st fp32", "fp32 vs ST ONNX fp32"),
+        ("st int8", "int8 vs ST ONNX int8"),
+        ("fastembed", "fp32 vs fastembed fp32"),
+    ),
+    "cuda": (
+        ("fast", "fp16 vs torch fp16"),
+        ("fast vs fp32", "fp16 vs torch fp32"),
+        ("torch fp32", "fp32 vs torch fp32"),
+        ("st fp32", "fp32 vs ST ONNX fp32"),
+        ("fastembed", "fp32 vs fastembed fp32"),
+    ),
+}
 
 
 BF16_HEADLINE = (("bf16", "bf16 (OpenVINO) vs torch fp32"), ("st openvino", "bf16 vs ST OpenVINO default"))
@@ -49,8 +70,10 @@ def _num(value: float) -> str:
 
 def describe_machine(data: dict) -> str:
     facts = data["machine"]
-    text = (f"{facts['cpu']}, {facts['physical_cores']} physical cores ({', '.join(facts['cpu_flags']) or 'no AVX'}), "
-            f"{data['threads']} threads")
+    text = (
+        f"{facts['cpu']}, {facts['physical_cores']} physical cores ({', '.join(facts['cpu_flags']) or 'no AVX'}), "
+        f"{data['threads']} threads"
+    )
     if data["device"] == "cuda":
         text = f"{facts.get('gpu', 'CUDA GPU')} ({facts.get('gpu_memory', '?')}), host: " + text
     return text
@@ -65,34 +88,46 @@ def headline(model: dict, section: str) -> dict[str, str]:
             return f"{results[ours]['texts_per_s'] / results[theirs]['texts_per_s']:.2f}x"
         return "n/a"
 
-    return {"fast": ratio("jina-onnx int8", "torch fp32") if "jina-onnx int8" in results
-            else ratio("jina-onnx fp16", "torch fp16"),
-            "fast vs fp32": ratio("jina-onnx fp16", "torch fp32"),
-            "torch fp32": ratio("jina-onnx fp32", "torch fp32"),
-            "st fp32": ratio("jina-onnx fp32", "ST ONNX fp32"),
-            "st int8": ratio("jina-onnx int8", "ST ONNX int8"),
-            "fastembed": ratio("jina-onnx fp32", "fastembed fp32"),
-            "bf16": ratio("jina-onnx bf16", "torch fp32"),
-            "st openvino": ratio("jina-onnx bf16", "ST OpenVINO default")}
+    return {
+        "fast": ratio("jina-onnx int8", "torch fp32")
+        if "jina-onnx int8" in results
+        else ratio("jina-onnx fp16", "torch fp16"),
+        "fast vs fp32": ratio("jina-onnx fp16", "torch fp32"),
+        "torch fp32": ratio("jina-onnx fp32", "torch fp32"),
+        "st fp32": ratio("jina-onnx fp32", "ST ONNX fp32"),
+        "st int8": ratio("jina-onnx int8", "ST ONNX int8"),
+        "fastembed": ratio("jina-onnx fp32", "fastembed fp32"),
+        "bf16": ratio("jina-onnx bf16", "torch fp32"),
+        "st openvino": ratio("jina-onnx bf16", "ST OpenVINO default"),
+    }
 
 
 def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") -> str:
     settings = data["settings"]
-    lines = [f"{heading} {data['machine_name']}, {data['machine']['date']} ({data['mode']} run)", "",
-             f"Machine: {describe_machine(data)}; device {data['device']}; onnxruntime {data['machine']['onnxruntime']}"
-             f". Command: `{data['command']}` ({data['wall_s'] / 60:.1f} min). Models t, s, b, l are the exact "
-             "configs with seeded random weights (same compute as the real ones); MiniLM is the real "
-             "all-MiniLM-L6-v2.", "",
-             f"Throughput in texts/s, median of {settings['rounds']} alternating rounds after a warm-up; in "
-             "brackets the speedup over torch fp32 (sentence-transformers) in the same run. Short: "
-             f"{settings['short_texts']} STS-dev sentences; long: {settings['long_texts']} passages of 400-511 "
-             "tokens" + (" (MiniLM, whose maximum is 256: 191-255)" if "minilm" in data["models"] else "")
-             + "; batch 32. Latency: one sentence per call. Cold start: import + load + first encode in a fresh "
-             f"process (median of {settings['cold_repeats']}); peak RSS: of the first such process, after it embeds "
-             "256 short and 8 long texts. Cosine: min over the short and long texts against torch fp32.", "",
-             "| model | runner | " + " | ".join(name.replace("short text", "short").replace("long text", "long")
-                                                 for name in sections_of(data).values())
-             + " | latency p50 / p99 ms | cold start s | peak RSS MB | min cosine |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{heading} {data['machine_name']}, {data['machine']['date']} ({data['mode']} run)",
+        "",
+        f"Machine: {describe_machine(data)}; device {data['device']}; onnxruntime {data['machine']['onnxruntime']}"
+        f". Command: `{data['command']}` ({data['wall_s'] / 60:.1f} min). Models t, s, b, l are the exact "
+        "configs with seeded random weights (same compute as the real ones); MiniLM is the real "
+        "all-MiniLM-L6-v2.",
+        "",
+        f"Throughput in texts/s, median of {settings['rounds']} alternating rounds after a warm-up; in "
+        "brackets the speedup over torch fp32 (sentence-transformers) in the same run. Short: "
+        f"{settings['short_texts']} STS-dev sentences; long: {settings['long_texts']} passages of 400-511 "
+        "tokens"
+        + (" (MiniLM, whose maximum is 256: 191-255)" if "minilm" in data["models"] else "")
+        + "; batch 32. Latency: one sentence per call. Cold start: import + load + first encode in a fresh "
+        f"process (median of {settings['cold_repeats']}); peak RSS: of the first such process, after it embeds "
+        "256 short and 8 long texts. Cosine: min over the short and long texts against torch fp32.",
+        "",
+        "| model | runner | "
+        + " | ".join(
+            name.replace("short text", "short").replace("long text", "long") for name in sections_of(data).values()
+        )
+        + " | latency p50 / p99 ms | cold start s | peak RSS MB | min cosine |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for size, model in data["models"].items():
         for label in ordered(model["runners"]):
             state = model["runners"][label]
@@ -103,8 +138,11 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
             for section in sections_of(data):
                 r = model["throughput"].get(section, {}).get(label)
                 ratio = model["speedup_vs_torch_fp32"].get(section, {}).get(label)
-                cells.append("failed" if r is None else
-                             f"{_num(r['texts_per_s'])}" + (f" ({ratio:.2f}x)" if ratio is not None else ""))
+                cells.append(
+                    "failed"
+                    if r is None
+                    else f"{_num(r['texts_per_s'])}" + (f" ({ratio:.2f}x)" if ratio is not None else "")
+                )
             lat = model["latency"].get(label)
             cells.append(f"{lat['p50_ms']:.2f} / {lat['p99_ms']:.2f}" if lat else "")
             cold = model["cold_start"].get(label, {})
@@ -114,9 +152,13 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
             cells.append(f"{quality['min_cosine']:.6f}" if quality else "")
             lines.append(f"| {size} | {label} | " + " | ".join(cells) + " |")
     batches = sorted(int(b) for b in settings["fixed_texts"])
-    lines += ["", "Speedup over torch fp32 on 128-token texts by batch size:", "",
-              "| model | runner | " + " | ".join(f"batch {b}" for b in batches) + " |",
-              "|---|---|" + "---|" * len(batches)]
+    lines += [
+        "",
+        "Speedup over torch fp32 on 128-token texts by batch size:",
+        "",
+        "| model | runner | " + " | ".join(f"batch {b}" for b in batches) + " |",
+        "|---|---|" + "---|" * len(batches),
+    ]
     for size, model in data["models"].items():
         for label in ordered(model["throughput"].get("fixed128_b1", {})):
             if label == "torch fp32":
@@ -126,10 +168,18 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
     columns = HEADLINE["cuda" if data.get("device") == "cuda" else "cpu"]
     if any("jina-onnx bf16" in model["runners"] for model in data["models"].values()):
         columns = (*columns, *BF16_HEADLINE)  # runs with the OpenVINO rows; older results render as they were
-    lines += ["", "Headline ratios, jina-onnx over each baseline (texts/s; "
-              + " / ".join(sections_of(data).values()).replace("short text", "short").replace("long text", "long")
-              .replace("128 tokens, batch", "128 tokens batch") + "):", "",
-              "| model | " + " | ".join(label for _, label in columns) + " |", "|---|" + "---|" * len(columns)]
+    lines += [
+        "",
+        "Headline ratios, jina-onnx over each baseline (texts/s; "
+        + " / ".join(sections_of(data).values())
+        .replace("short text", "short")
+        .replace("long text", "long")
+        .replace("128 tokens, batch", "128 tokens batch")
+        + "):",
+        "",
+        "| model | " + " | ".join(label for _, label in columns) + " |",
+        "|---|" + "---|" * len(columns),
+    ]
     for size, model in data["models"].items():
         per = [headline(model, section) for section in sections_of(data)]
         cells = [" / ".join(h[key] for h in per) for key, _ in columns]
@@ -137,12 +187,21 @@ def render_markdown(data: dict, image_prefix: str = "", heading: str = "###") ->
     lines += options_table(data)
     lines += efficiency_table(data)
     minilm = data["minilm"]
-    lines += ["", f"Quality on real weights: all-MiniLM-L6-v2, STS-dev Spearman x100 over {minilm['pairs']} pairs "
-              "(texts/s from that single pass):", "", "| runner | Spearman | texts/s |", "|---|---|---|"]
+    lines += [
+        "",
+        f"Quality on real weights: all-MiniLM-L6-v2, STS-dev Spearman x100 over {minilm['pairs']} pairs "
+        "(texts/s from that single pass):",
+        "",
+        "| runner | Spearman | texts/s |",
+        "|---|---|---|",
+    ]
     for label in ordered(minilm["runners"]):
         r = minilm["runners"][label]
-        lines.append(f"| {label} | {r['spearman']:.2f} | {_num(r['texts_per_s'])} |" if "spearman" in r
-                     else f"| {label} | {_escape(r['error'])} | |")
+        lines.append(
+            f"| {label} | {r['spearman']:.2f} | {_num(r['texts_per_s'])} |"
+            if "spearman" in r
+            else f"| {label} | {_escape(r['error'])} | |"
+        )
     lines.append("")
     lines += [f"![{kind}]({image_prefix}{name})" for kind, name in zip(PLOTS, plot_names(data["stem"]))]
     return "\n".join(lines) + "\n"
@@ -153,8 +212,9 @@ def efficiency_table(data: dict) -> list[str]:
     Empty for results from before the suite measured it."""
     rows = []
     for size, model in data["models"].items():
-        labels = ordered({label for results in model["throughput"].values() for label, r in results.items()
-                          if "efficiency" in r})
+        labels = ordered(
+            {label for results in model["throughput"].values() for label, r in results.items() if "efficiency" in r}
+        )
         for label in labels:
             cells = []
             for section in model["throughput"]:
@@ -164,9 +224,15 @@ def efficiency_table(data: dict) -> list[str]:
     if not rows:
         return []
     sections = list(next(iter(data["models"].values()))["throughput"])
-    return ["", "Efficiency: texts/s through `encode` over texts/s of the bare session running the same batches "
-            "pre-tokenized and pre-padded (1.00 = nothing lost on the host side):", "",
-            "| model | runner | " + " | ".join(sections) + " |", "|---|---|" + "---|" * len(sections), *rows]
+    return [
+        "",
+        "Efficiency: texts/s through `encode` over texts/s of the bare session running the same batches "
+        "pre-tokenized and pre-padded (1.00 = nothing lost on the host side):",
+        "",
+        "| model | runner | " + " | ".join(sections) + " |",
+        "|---|---|" + "---|" * len(sections),
+        *rows,
+    ]
 
 
 def options_table(data: dict) -> list[str]:
@@ -176,14 +242,21 @@ def options_table(data: dict) -> list[str]:
     if data.get("device") == "cuda" or not any("jina-onnx bf16" in m["runners"] for m in data["models"].values()):
         return []
     engine = {"bf16": "OpenVINO"}
-    labels = ordered({label for m in data["models"].values() for label in m["runners"] if label.startswith("jina-onnx")})
+    labels = ordered(
+        {label for m in data["models"].values() for label in m["runners"] if label.startswith("jina-onnx")}
+    )
     minilm = data["minilm"]["runners"]
     reference = minilm.get("torch fp32", {}).get("spearman")
-    lines = ["", "CPU options, jina-onnx by engine and precision: speedup over torch fp32 (sentence-transformers) "
-             "on 128-token texts at batch 32, same run; STS-dev Spearman x100 of the real all-MiniLM-L6-v2"
-             + (f" (torch fp32: {reference:.2f})" if reference is not None else "") + ":", "",
-             "| engine | precision | " + " | ".join(data["models"]) + " | MiniLM Spearman |",
-             "|---|---|" + "---|" * (len(data["models"]) + 1)]
+    lines = [
+        "",
+        "CPU options, jina-onnx by engine and precision: speedup over torch fp32 (sentence-transformers) "
+        "on 128-token texts at batch 32, same run; STS-dev Spearman x100 of the real all-MiniLM-L6-v2"
+        + (f" (torch fp32: {reference:.2f})" if reference is not None else "")
+        + ":",
+        "",
+        "| engine | precision | " + " | ".join(data["models"]) + " | MiniLM Spearman |",
+        "|---|---|" + "---|" * (len(data["models"]) + 1),
+    ]
     for label in labels:
         precision = label.split(" ", 1)[1]
         cells = []
@@ -222,21 +295,38 @@ def plots(data: dict, out: Path, stem: str) -> list[Path]:
                 r = model["throughput"].get(section, {}).get(label)
                 x = i + (j - (len(labels) - 1) / 2) * width
                 if r is None:
-                    ax.text(x, 0.02, "n/a", rotation=90, ha="center", va="bottom", fontsize=7,
-                            transform=ax.get_xaxis_transform())
+                    ax.text(
+                        x,
+                        0.02,
+                        "n/a",
+                        rotation=90,
+                        ha="center",
+                        va="bottom",
+                        fontsize=7,
+                        transform=ax.get_xaxis_transform(),
+                    )
                     continue
                 error = [[r["texts_per_s"] - r["texts_per_s_min"]], [r["texts_per_s_max"] - r["texts_per_s"]]]
-                ax.bar(x, r["texts_per_s"], width, yerr=error, color=colors.get(label),
-                       hatch="//" if label.startswith("torch") else None, edgecolor="black", linewidth=0.4,
-                       label=label if i == 0 else None)
+                ax.bar(
+                    x,
+                    r["texts_per_s"],
+                    width,
+                    yerr=error,
+                    color=colors.get(label),
+                    hatch="//" if label.startswith("torch") else None,
+                    edgecolor="black",
+                    linewidth=0.4,
+                    label=label if i == 0 else None,
+                )
         ax.set_xticks(range(len(models)), list(models))
         ax.set_xlabel("model")
         ax.set_yscale("log")
         ax.set_title(name)
         ax.grid(axis="y", alpha=0.3)
     axes[0][0].set_ylabel("texts / s (log)")
-    _save_with_shared_legend(figure, axes[0][0], paths[0], f"Throughput, {title} (bars: median, whiskers: min-max)",
-                             top=0.95)
+    _save_with_shared_legend(
+        figure, axes[0][0], paths[0], f"Throughput, {title} (bars: median, whiskers: min-max)", top=0.95
+    )
 
     figure, axes = plt.subplots(1, len(models), figsize=(max(4.2 * len(models), 6.5), 4), squeeze=False)
     batches = sorted(int(b) for b in data["settings"]["fixed_texts"])
@@ -261,8 +351,15 @@ def plots(data: dict, out: Path, stem: str) -> list[Path]:
         for label, quality in model["quality_vs_torch_fp32"].items():
             speed = model["speedup_vs_torch_fp32"].get("short", {}).get(label)
             if speed is not None:
-                left.scatter(speed, quality["min_cosine"], color=colors.get(label), marker=markers[size], s=40,
-                             edgecolor="black", linewidth=0.4)
+                left.scatter(
+                    speed,
+                    quality["min_cosine"],
+                    color=colors.get(label),
+                    marker=markers[size],
+                    s=40,
+                    edgecolor="black",
+                    linewidth=0.4,
+                )
     for label in labels:
         left.scatter([], [], color=colors.get(label), label=label)
     for size, marker in markers.items():
@@ -274,8 +371,15 @@ def plots(data: dict, out: Path, stem: str) -> list[Path]:
     left.legend(fontsize=7)
     for label, r in data["minilm"]["runners"].items():
         if "spearman" in r:
-            right.scatter(r["texts_per_s"], r["spearman"], color=colors.get(label), s=50, edgecolor="black",
-                          linewidth=0.4, label=label)
+            right.scatter(
+                r["texts_per_s"],
+                r["spearman"],
+                color=colors.get(label),
+                s=50,
+                edgecolor="black",
+                linewidth=0.4,
+                label=label,
+            )
     right.set_xlabel("texts / s (one pass over STS-dev)")
     right.set_ylabel("STS-dev Spearman x100")
     right.set_title("all-MiniLM-L6-v2 (real weights): quality vs speed")
@@ -300,25 +404,31 @@ def _save_with_shared_legend(figure, ax, path: Path, title: str, top: float) -> 
     plt.close(figure)
 
 
-def readme_block(json_path: Path) -> str:
-    """The README's Performance block for a results JSON stored under benchmarks/results/."""
+def results_block(json_path: Path, document: Path = PERFORMANCE) -> str:
+    """The results block of docs/performance.md for a results JSON stored under benchmarks/results/."""
+    import os
+
     data = json.loads(json_path.read_text())
-    prefix = json_path.parent.relative_to(ROOT).as_posix() + "/"
-    return (f"{START}\nFrom [`{prefix}{json_path.name}`]({prefix}{json_path.name}), generated by "
-            f"`python -m benchmarks readme {prefix}{json_path.name}`; regenerate it that way rather than editing it "
-            "by hand.\n\n"
-            + render_markdown(data, image_prefix=prefix) + END)
+    prefix = os.path.relpath(json_path.parent, document.parent).replace(os.sep, "/") + "/"
+    command = json_path.relative_to(ROOT).as_posix()
+    return (
+        f"{START}\nFrom [`{prefix}{json_path.name}`]({prefix}{json_path.name}), generated by "
+        f"`python -m benchmarks publish {command}`; regenerate it that way rather than editing it by hand.\n\n"
+        + render_markdown(data, image_prefix=prefix)
+        + END
+    )
 
 
-def update_readme(json_path: Path, readme: Path = README) -> None:
-    text = readme.read_text()
+def publish(json_path: Path, document: Path = PERFORMANCE) -> None:
+    """Replace the results block of `document` with the one for `json_path`."""
+    text = document.read_text()
     if START not in text or END not in text:
-        raise SystemExit(f"error: {readme} has no {START} ... {END} block to replace")
+        raise SystemExit(f"error: {document} has no {START} ... {END} block to replace")
     pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    readme.write_text(pattern.sub(lambda _: readme_block(json_path), text, count=1))
+    document.write_text(pattern.sub(lambda _: results_block(json_path, document), text, count=1))
 
 
-def readme_results_json(readme: Path = README) -> Path | None:
-    """The results JSON that README.md's Performance block was generated from."""
-    match = re.search(re.escape(START) + r"\nFrom \[`([^`]+)`\]", readme.read_text())
-    return ROOT / match.group(1) if match else None
+def published_json(document: Path = PERFORMANCE) -> Path | None:
+    """The results JSON that the document's results block was generated from."""
+    match = re.search(re.escape(START) + r"\nFrom \[`([^`]+)`\]", document.read_text())
+    return (document.parent / match.group(1)).resolve() if match else None

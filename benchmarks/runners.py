@@ -15,19 +15,24 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional
 
 import numpy as np
 
 from .common import WORK, prepared_artifact, prepared_minilm
 
 RUNTIMES = ("torch", "st-onnx", "st-openvino", "fastembed", "jina-onnx")
-LIBRARY = {"jina-onnx": "jina_onnx", "torch": "sentence_transformers", "st-onnx": "sentence_transformers",
-           "st-openvino": "sentence_transformers", "fastembed": "fastembed"}
+LIBRARY = {
+    "jina-onnx": "jina_onnx",
+    "torch": "sentence_transformers",
+    "st-onnx": "sentence_transformers",
+    "st-openvino": "sentence_transformers",
+    "fastembed": "fastembed",
+}
 
-Encode = Callable[[list[str], int, Optional[int]], np.ndarray]
+Encode = Callable[[list[str], int, int | None], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,20 @@ class RunnerSpec:
 
     @property
     def label(self) -> str:
-        names = {"torch": "torch", "st-onnx": "ST ONNX", "st-openvino": "ST OpenVINO", "fastembed": "fastembed",
-                 "jina-onnx": "jina-onnx"}
+        names = {
+            "torch": "torch",
+            "st-onnx": "ST ONNX",
+            "st-openvino": "ST OpenVINO",
+            "fastembed": "fastembed",
+            "jina-onnx": "jina-onnx",
+        }
         return f"{names[self.runtime]} {self.precision}"
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self))
 
     @classmethod
-    def from_json(cls, text: str) -> "RunnerSpec":
+    def from_json(cls, text: str) -> RunnerSpec:
         return cls(**json.loads(text))
 
 
@@ -81,8 +91,9 @@ def artifact_dir(model: str) -> Path:
 def int8_config_name() -> str:
     """sentence-transformers' quantization preset for this CPU (the one its docs tell users to pick)."""
     try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")),
-                     "").split()
+        flags = next(
+            (line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), ""
+        ).split()
     except OSError:
         flags = []
     if "avx512_vnni" in flags:
@@ -94,21 +105,23 @@ def int8_config_name() -> str:
 
 # Set by `python -m benchmarks run --retry-unsupported`: try again baselines cached as unsupported.
 RETRY_UNSUPPORTED = False
-BASELINE_PACKAGES = ("sentence-transformers", "optimum", "optimum-onnx", "transformers", "onnxruntime",
-                     "onnxruntime-gpu", "torch", "onnx")
+BASELINE_PACKAGES = (
+    "sentence-transformers",
+    "optimum",
+    "optimum-onnx",
+    "transformers",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "torch",
+    "onnx",
+)
 
 
 def baseline_versions() -> dict[str, str]:
     """The versions an "unsupported" verdict holds for: after an upgrade the suite tries again."""
-    from importlib import metadata
+    from jina_onnx.machine import package_versions
 
-    versions = {}
-    for package in BASELINE_PACKAGES:
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    return package_versions(BASELINE_PACKAGES)
 
 
 def st_onnx_dir(model: str) -> Path:
@@ -183,9 +196,13 @@ def _load_jina_onnx(spec: RunnerSpec) -> Encode:
     from jina_onnx import build_model
 
     # bf16 is model.onnx on OpenVINO; every other precision is pinned to ONNX Runtime so a label means one engine.
-    model = build_model(artifact_dir(spec.model), device=spec.device, precision=spec.precision,
-                        threads=spec.threads if spec.device == "cpu" else None,
-                        backend="openvino" if spec.precision == "bf16" else "onnxruntime")
+    model = build_model(
+        artifact_dir(spec.model),
+        device=spec.device,
+        precision=spec.precision,
+        threads=spec.threads if spec.device == "cpu" else None,
+        backend="openvino" if spec.precision == "bf16" else "onnxruntime",
+    )
 
     def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
         # The default budget (8192 tokens) would cut 128 x 128 into two calls; a batch-size sweep lifts it.
@@ -208,6 +225,15 @@ def _load_jina_onnx(spec: RunnerSpec) -> Encode:
     return encode
 
 
+def _sentence_transformers_encode(model) -> Encode:  # type: ignore[no-untyped-def]
+    """`Encode` over a SentenceTransformer, whichever backend it runs (torch, ONNX, OpenVINO)."""
+
+    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
+        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
+
+    return encode
+
+
 def _load_torch(spec: RunnerSpec) -> Encode:
     import torch
     from sentence_transformers import SentenceTransformer
@@ -217,10 +243,7 @@ def _load_torch(spec: RunnerSpec) -> Encode:
     if spec.precision == "fp16":
         model.half()
 
-    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
-        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
-
-    return encode
+    return _sentence_transformers_encode(model)
 
 
 def _load_st_onnx(spec: RunnerSpec) -> Encode:
@@ -230,20 +253,22 @@ def _load_st_onnx(spec: RunnerSpec) -> Encode:
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = spec.threads
     provider = "CUDAExecutionProvider" if spec.device == "cuda" else "CPUExecutionProvider"
-    model = SentenceTransformer(str(st_onnx_dir(spec.model)), device=spec.device, backend="onnx",
-                                model_kwargs={"file_name": st_onnx_file(spec.precision), "provider": provider,
-                                              "session_options": options})
+    model = SentenceTransformer(
+        str(st_onnx_dir(spec.model)),
+        device=spec.device,
+        backend="onnx",
+        model_kwargs={"file_name": st_onnx_file(spec.precision), "provider": provider, "session_options": options},
+    )
 
-    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
-        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
-
-    return encode
+    return _sentence_transformers_encode(model)
 
 
 # Why sentence-transformers' OpenVINO backend is not in our lock: measured with pip's resolver on 2026-11-27.
-ST_OPENVINO_BLOCKED = ("sentence-transformers' OpenVINO backend needs optimum-intel (2.2.0), which requires "
-                       "optimum 2.3.0 and resolves torch to 2.14.1 with CUDA wheels; this suite pins optimum 2.1.0 "
-                       "and the CPU torch 2.13.0")
+ST_OPENVINO_BLOCKED = (
+    "sentence-transformers' OpenVINO backend needs optimum-intel (2.2.0), which requires "
+    "optimum 2.3.0 and resolves torch to 2.14.1 with CUDA wheels; this suite pins optimum 2.1.0 "
+    "and the CPU torch 2.13.0"
+)
 
 
 def _check_st_openvino() -> None:
@@ -257,13 +282,14 @@ def _load_st_openvino(spec: RunnerSpec) -> Encode:
     from sentence_transformers import SentenceTransformer
 
     # OpenVINO's default precision: bf16 on CPUs with bf16 units, as a user of backend="openvino" gets it.
-    model = SentenceTransformer(str(checkpoint_dir(spec.model)), device="cpu", backend="openvino",
-                                model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": spec.threads}})
+    model = SentenceTransformer(
+        str(checkpoint_dir(spec.model)),
+        device="cpu",
+        backend="openvino",
+        model_kwargs={"ov_config": {"INFERENCE_NUM_THREADS": spec.threads}},
+    )
 
-    def encode(texts: list[str], batch_size: int, token_budget: int | None = None) -> np.ndarray:
-        return np.asarray(model.encode(texts, batch_size=batch_size), dtype=np.float32)
-
-    return encode
+    return _sentence_transformers_encode(model)
 
 
 def _load_fastembed(spec: RunnerSpec) -> Encode:
@@ -290,13 +316,20 @@ def fastembed_model(artifact: Path, threads: int, device: str = "cpu"):  # type:
             (directory / name).symlink_to(artifact / name)
     tokenizer = json.loads((artifact / "tokenizer.json").read_text())
     pad = next(t["content"] for t in tokenizer["added_tokens"] if t["id"] == manifest.tokenizer.pad_id)
-    (directory / "tokenizer_config.json").write_text(json.dumps({"model_max_length": manifest.max_length,
-                                                                 "pad_token": pad}))
+    (directory / "tokenizer_config.json").write_text(
+        json.dumps({"model_max_length": manifest.max_length, "pad_token": pad})
+    )
     (directory / "config.json").write_text(json.dumps({"pad_token_id": manifest.tokenizer.pad_id}))
     name = f"jina-onnx-bench/{artifact.name}"
     if name not in [m["model"] for m in TextEmbedding.list_supported_models()]:
-        TextEmbedding.add_custom_model(model=name, pooling=PoolingType.DISABLED, normalization=False,
-                                       sources=ModelSource(hf=name), dim=manifest.dim, model_file="model.onnx",
-                                       output_name="sentence_embedding")
+        TextEmbedding.add_custom_model(
+            model=name,
+            pooling=PoolingType.DISABLED,
+            normalization=False,
+            sources=ModelSource(hf=name),
+            dim=manifest.dim,
+            model_file="model.onnx",
+            output_name="sentence_embedding",
+        )
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
     return TextEmbedding(name, specific_model_path=str(directory), threads=threads, providers=providers)

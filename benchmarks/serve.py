@@ -78,7 +78,7 @@ class _Connection:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def open(cls, host: str, port: int) -> "_Connection":
+    async def open(cls, host: str, port: int) -> _Connection:
         return cls(*await asyncio.open_connection(host, port))
 
     async def exchange(self, request: bytes) -> tuple[int, bytes]:
@@ -102,16 +102,26 @@ class _Connection:
 def post_request(url: str, body: bytes) -> bytes:
     """The bytes of a keep-alive POST of a JSON `body` to `url` (http://host:port/path)."""
     host_port, _, path = url.removeprefix("http://").partition("/")
-    return (f"POST /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return (
+        f"POST /{path} HTTP/1.1\r\nHost: {host_port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
 
 
-async def load(url: str, model: str, texts: list[str], per_request: int, concurrency: int,
-               requests: int) -> dict[str, float]:
+async def load(
+    url: str, model: str, texts: list[str], per_request: int, concurrency: int, requests: int
+) -> dict[str, float]:
     """`requests` requests from `concurrency` connections; texts/s over the whole loop, latency percentiles."""
     host, _, port = url.removeprefix("http://").partition("/")[0].partition(":")
-    prepared = [post_request(url, json.dumps({"model": model, "input": [
-        texts[(i * per_request + j) % len(texts)] for j in range(per_request)]}).encode()) for i in range(requests)]
+    prepared = [
+        post_request(
+            url,
+            json.dumps(
+                {"model": model, "input": [texts[(i * per_request + j) % len(texts)] for j in range(per_request)]}
+            ).encode(),
+        )
+        for i in range(requests)
+    ]
     latencies: list[float] = []
     failures = 0
     next_request = 0
@@ -136,9 +146,15 @@ async def load(url: str, model: str, texts: list[str], per_request: int, concurr
     finally:
         for connection in connections:
             connection.close()
-    return {"concurrency": concurrency, "requests": requests, "texts_per_request": per_request,
-            "texts_per_s": requests * per_request / wall, "p50_ms": float(np.percentile(latencies, 50)),
-            "p99_ms": float(np.percentile(latencies, 99)), "failures": failures}
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "texts_per_request": per_request,
+        "texts_per_s": requests * per_request / wall,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "failures": failures,
+    }
 
 
 def run_loop(coroutine: Any) -> Any:
@@ -166,8 +182,11 @@ def offline(artifact: Path, texts: list[str], latency_calls: int) -> dict[str, f
         start = time.perf_counter()
         model.encode([text])
         single.append((time.perf_counter() - start) * 1000)
-    return {"texts_per_s": len(texts) / statistics.median(seconds), "batch1_p50_ms": float(np.percentile(single, 50)),
-            "batch1_p99_ms": float(np.percentile(single, 99))}
+    return {
+        "texts_per_s": len(texts) / statistics.median(seconds),
+        "batch1_p50_ms": float(np.percentile(single, 50)),
+        "batch1_p99_ms": float(np.percentile(single, 99)),
+    }
 
 
 def drive(url: str, model: str, texts: list[str], args: argparse.Namespace) -> list[dict[str, float]]:
@@ -176,8 +195,11 @@ def drive(url: str, model: str, texts: list[str], args: argparse.Namespace) -> l
         for concurrency in CONCURRENCY:
             count = args.latency_requests if concurrency == 1 else args.requests
             rows.append(run_loop(load(url, model, texts, per_request, concurrency, max(count // per_request, 50))))
-            print(f"  {per_request} text(s)/request, concurrency {concurrency}: {rows[-1]['texts_per_s']:,.0f} texts/s, "
-                  f"p50 {rows[-1]['p50_ms']:.2f} ms, p99 {rows[-1]['p99_ms']:.2f} ms", flush=True)
+            print(
+                f"  {per_request} text(s)/request, concurrency {concurrency}: {rows[-1]['texts_per_s']:,.0f} texts/s, "
+                f"p50 {rows[-1]['p50_ms']:.2f} ms, p99 {rows[-1]['p99_ms']:.2f} ms",
+                flush=True,
+            )
     return rows
 
 
@@ -195,8 +217,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{label}: offline encode", flush=True)
         entry: dict = {"offline": offline(artifact, texts, args.latency_requests)}
         port = free_port()
-        proc = subprocess.Popen([sys.executable, "-m", "jina_onnx", "-q", "serve", "-m", str(artifact), "--device",
-                                 "cpu", "--precision", "int8", "--port", str(port)], stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "jina_onnx",
+                "-q",
+                "serve",
+                "-m",
+                str(artifact),
+                "--device",
+                "cpu",
+                "--precision",
+                "int8",
+                "--port",
+                str(port),
+            ],
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         try:
             wait_healthy(f"http://127.0.0.1:{port}", proc, 120)
             print(f"{label}: jina-onnx serve", flush=True)
@@ -205,8 +244,11 @@ def main(argv: list[str] | None = None) -> int:
             stop(proc)
         results[label] = entry
     results["MiniLM int8"]["infinity"] = infinity(args, texts)
-    data = {"machine": machine_facts(), "command": "python -m benchmarks.serve " + " ".join(
-        argv if argv is not None else sys.argv[1:]), "results": results}
+    data = {
+        "machine": machine_facts(),
+        "command": "python -m benchmarks.serve " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "results": results,
+    }
     stem = f"serve-{time.strftime('%Y-%m-%d')}"
     (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(data))
@@ -222,9 +264,23 @@ def infinity(args: argparse.Namespace, texts: list[str]) -> dict | list:
 
     port = free_port()
     env = dict(os.environ, HF_HUB_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0", DO_NOT_TRACK="1")
-    command = [str(Path(args.infinity_python).parent / "infinity_emb"), "v2", "--model-id", str(minilm_checkpoint()),
-               "--served-model-name", "minilm", "--engine", "torch", "--device", "cpu", "--port", str(port),
-               "--host", "127.0.0.1", "--no-model-warmup"]
+    command = [
+        str(Path(args.infinity_python).parent / "infinity_emb"),
+        "v2",
+        "--model-id",
+        str(minilm_checkpoint()),
+        "--served-model-name",
+        "minilm",
+        "--engine",
+        "torch",
+        "--device",
+        "cpu",
+        "--port",
+        str(port),
+        "--host",
+        "127.0.0.1",
+        "--no-model-warmup",
+    ]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, 300)
@@ -238,24 +294,32 @@ def infinity(args: argparse.Namespace, texts: list[str]) -> dict | list:
 
 def markdown(data: dict) -> str:
     facts = data["machine"]
-    lines = [f"Machine: {facts['cpu']}, {facts['physical_cores']} physical cores, {facts['date']}; the load generator "
-             f"runs on the same cores. Command: `{data['command']}`.", "",
-             "| model | server | texts per request | concurrency | texts/s | vs offline encode | p50 ms | p99 ms "
-             "| failures |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"Machine: {facts['cpu']}, {facts['physical_cores']} physical cores, {facts['date']}; the load generator "
+        f"runs on the same cores. Command: `{data['command']}`.",
+        "",
+        "| model | server | texts per request | concurrency | texts/s | vs offline encode | p50 ms | p99 ms "
+        "| failures |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for label, entry in data["results"].items():
         base = entry["offline"]
-        lines.append(f"| {label} | offline `encode` (batch 32) | - | - | {base['texts_per_s']:,.0f} | 1.00x | "
-                     f"{base['batch1_p50_ms']:.2f} (batch 1) | {base['batch1_p99_ms']:.2f} (batch 1) | |")
+        lines.append(
+            f"| {label} | offline `encode` (batch 32) | - | - | {base['texts_per_s']:,.0f} | 1.00x | "
+            f"{base['batch1_p50_ms']:.2f} (batch 1) | {base['batch1_p99_ms']:.2f} (batch 1) | |"
+        )
         for server in ("jina-onnx serve", "infinity"):
             rows = entry.get(server)
             if isinstance(rows, dict):
                 lines.append(f"| {label} | {server} | | | {rows['error']} | | | | |")
                 continue
             for row in rows or []:
-                lines.append(f"| {label} | {server} | {row['texts_per_request']} | {row['concurrency']} | "
-                             f"{row['texts_per_s']:,.0f} | "
-                             f"{row['texts_per_s'] / base['texts_per_s']:.2f}x | {row['p50_ms']:.2f} | "
-                             f"{row['p99_ms']:.2f} | {row['failures']} |")
+                lines.append(
+                    f"| {label} | {server} | {row['texts_per_request']} | {row['concurrency']} | "
+                    f"{row['texts_per_s']:,.0f} | "
+                    f"{row['texts_per_s'] / base['texts_per_s']:.2f}x | {row['p50_ms']:.2f} | "
+                    f"{row['p99_ms']:.2f} | {row['failures']} |"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -32,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minutes", type=float, default=30.0)
     parser.add_argument("--model", default="t", help="size letter of the synthetic model (t, s, b, l)")
     parser.add_argument("--precision", default="auto")
-    parser.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"],
-                        help="CPU engine (auto, as build_model: OpenVINO bf16 where it is installed and faster)")
+    parser.add_argument(
+        "--backend",
+        default="auto",
+        choices=["auto", "onnxruntime", "openvino"],
+        help="CPU engine (auto, as build_model: OpenVINO bf16 where it is installed and faster)",
+    )
     parser.add_argument("--threads-encoding", type=int, default=4, help="Python threads calling encode")
     parser.add_argument("--interval", type=float, default=10.0, help="seconds between RSS samples")
     args = parser.parse_args(argv)
@@ -96,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     deadline = start + args.minutes * 60
     while time.monotonic() < deadline:
         time.sleep(min(args.interval, max(0.0, deadline - time.monotonic())))
-        samples.append({"seconds": round(time.monotonic() - start, 1), "rss_mb": round(rss_mb(), 1),
-                        "texts": sum(encoded)})
+        samples.append(
+            {"seconds": round(time.monotonic() - start, 1), "rss_mb": round(rss_mb(), 1), "texts": sum(encoded)}
+        )
         print(samples[-1], file=sys.stderr)
     stop.set()
     for t in threads:
@@ -106,18 +111,33 @@ def main(argv: list[str] | None = None) -> int:
     warmup_s = max(60.0, 0.1 * args.minutes * 60)
     after = [s for s in samples if s["seconds"] >= warmup_s] or samples
     base, end, peak = after[0]["rss_mb"], after[-1]["rss_mb"], max(s["rss_mb"] for s in after)
-    summary = {"rss_after_warmup_mb": base, "rss_end_mb": end, "rss_peak_after_warmup_mb": peak,
-               "growth_percent": 100 * (end - base) / base, "peak_growth_percent": 100 * (peak - base) / base,
-               "texts": samples[-1]["texts"], "flat": 100 * (peak - base) / base < 5}
-    data = {"machine": machine_facts(), "model": args.model, "precision": model.precision, "backend": model.backend,
-            "minutes": args.minutes, "encoding_threads": args.threads_encoding, "shape_warmup": shapes,
-            "summary": summary,
-            "samples": samples}
-    md = (f"# Soak, {data['machine']['date']}\n\n{args.minutes:g} minutes, {args.model} {model.precision} on CPU ({model.backend}), "
-          f"{args.threads_encoding} threads sharing one model, {summary['texts']} texts.\n\n"
-          f"RSS after warm-up {base:.1f} MB, at the end {end:.1f} MB, peak {peak:.1f} MB: growth "
-          f"{summary['growth_percent']:+.2f}% (peak {summary['peak_growth_percent']:+.2f}%; limit 5%): "
-          f"{'flat' if summary['flat'] else 'GROWING'}.\n")
+    summary = {
+        "rss_after_warmup_mb": base,
+        "rss_end_mb": end,
+        "rss_peak_after_warmup_mb": peak,
+        "growth_percent": 100 * (end - base) / base,
+        "peak_growth_percent": 100 * (peak - base) / base,
+        "texts": samples[-1]["texts"],
+        "flat": 100 * (peak - base) / base < 5,
+    }
+    data = {
+        "machine": machine_facts(),
+        "model": args.model,
+        "precision": model.precision,
+        "backend": model.backend,
+        "minutes": args.minutes,
+        "encoding_threads": args.threads_encoding,
+        "shape_warmup": shapes,
+        "summary": summary,
+        "samples": samples,
+    }
+    md = (
+        f"# Soak, {data['machine']['date']}\n\n{args.minutes:g} minutes, {args.model} {model.precision} on CPU ({model.backend}), "
+        f"{args.threads_encoding} threads sharing one model, {summary['texts']} texts.\n\n"
+        f"RSS after warm-up {base:.1f} MB, at the end {end:.1f} MB, peak {peak:.1f} MB: growth "
+        f"{summary['growth_percent']:+.2f}% (peak {summary['peak_growth_percent']:+.2f}%; limit 5%): "
+        f"{'flat' if summary['flat'] else 'GROWING'}.\n"
+    )
     json_path, md_path = write_results(f"soak-{dt.date.today().isoformat()}-{model.backend}", data, md)
     print(md)
     print(f"wrote {json_path} and {md_path}", file=sys.stderr)

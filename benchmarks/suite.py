@@ -17,8 +17,8 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Callable
 
 import numpy as np
 
@@ -32,9 +32,16 @@ GPU_BATCH = 256
 SETTLE_S = 0.2
 RSS_SHORT, RSS_LONG = 256, 8  # texts the cold-start process embeds before its peak RSS is read
 DEFAULT_PRECISIONS = {"cpu": ("fp32", "int8"), "cuda": ("fp32", "fp16")}
-BASELINES = {"cpu": (("torch", "fp32"), ("st-onnx", "fp32"), ("st-onnx", "int8"), ("st-openvino", "default"),
-                     ("fastembed", "fp32")),
-             "cuda": (("torch", "fp32"), ("torch", "fp16"), ("st-onnx", "fp32"), ("fastembed", "fp32"))}
+BASELINES = {
+    "cpu": (
+        ("torch", "fp32"),
+        ("st-onnx", "fp32"),
+        ("st-onnx", "int8"),
+        ("st-openvino", "default"),
+        ("fastembed", "fp32"),
+    ),
+    "cuda": (("torch", "fp32"), ("torch", "fp16"), ("st-onnx", "fp32"), ("fastembed", "fp32")),
+}
 
 
 @dataclass(frozen=True)
@@ -51,12 +58,35 @@ class Settings:
     gpu_fixed_texts: int = 2048  # 128-token texts at batch 256, on CUDA only
 
 
-QUICK = Settings(short_texts=256, long_texts=8, fixed_texts={1: 8, 8: 16, 32: 32, 128: 128}, latency_calls=30,
-                 rounds=2, cold_repeats=1, minilm_pairs=500, gpu_fixed_texts=512)
-SMOKE = Settings(short_texts=16, long_texts=2, fixed_texts={1: 2, 8: 8, 32: 32, 128: 128}, latency_calls=6,
-                 rounds=1, cold_repeats=1, minilm_pairs=50, gpu_fixed_texts=256)  # for the test suite: every path, minimal work
-FULL = Settings(short_texts=512, long_texts=24, fixed_texts={1: 24, 8: 48, 32: 96, 128: 128}, latency_calls=100,
-                rounds=3, cold_repeats=3, minilm_pairs=0)  # t, s, b: about 30 minutes on 2 CPU cores
+QUICK = Settings(
+    short_texts=256,
+    long_texts=8,
+    fixed_texts={1: 8, 8: 16, 32: 32, 128: 128},
+    latency_calls=30,
+    rounds=2,
+    cold_repeats=1,
+    minilm_pairs=500,
+    gpu_fixed_texts=512,
+)
+SMOKE = Settings(
+    short_texts=16,
+    long_texts=2,
+    fixed_texts={1: 2, 8: 8, 32: 32, 128: 128},
+    latency_calls=6,
+    rounds=1,
+    cold_repeats=1,
+    minilm_pairs=50,
+    gpu_fixed_texts=256,
+)  # for the test suite: every path, minimal work
+FULL = Settings(
+    short_texts=512,
+    long_texts=24,
+    fixed_texts={1: 24, 8: 48, 32: 96, 128: 128},
+    latency_calls=100,
+    rounds=3,
+    cold_repeats=3,
+    minilm_pairs=0,
+)  # t, s, b: about 30 minutes on 2 CPU cores
 
 
 def bf16_available() -> bool:
@@ -74,10 +104,14 @@ def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
-def runner_specs(model: str, device: str, precisions: tuple[str, ...], runtimes: tuple[str, ...],
-                 threads: int) -> list[RunnerSpec]:
-    specs = [RunnerSpec(runtime, precision, model, device, threads)
-             for runtime, precision in BASELINES[device] if runtime in runtimes]
+def runner_specs(
+    model: str, device: str, precisions: tuple[str, ...], runtimes: tuple[str, ...], threads: int
+) -> list[RunnerSpec]:
+    specs = [
+        RunnerSpec(runtime, precision, model, device, threads)
+        for runtime, precision in BASELINES[device]
+        if runtime in runtimes
+    ]
     if "jina-onnx" in runtimes:
         specs += [RunnerSpec("jina-onnx", precision, model, device, threads) for precision in precisions]
     return specs
@@ -101,8 +135,11 @@ def start_runners(specs: list[RunnerSpec]) -> tuple[dict[str, RunnerSpec], dict[
             status[spec.label] = {"status": "ok", "spec": asdict(spec)}
         except Unsupported as error:
             status[spec.label] = {"status": "unsupported", "reason": str(error), "spec": asdict(spec)}
-            where = f" (cached in {error.cached} for these package versions; --retry-unsupported tries again)" \
-                if error.cached else ""
+            where = (
+                f" (cached in {error.cached} for these package versions; --retry-unsupported tries again)"
+                if error.cached
+                else ""
+            )
             log(f"  {spec.label}: unsupported: {error}{where}")
         except Exception as error:  # a baseline that breaks is a result to show, not a reason to stop the suite
             status[spec.label] = {"status": "failed", "reason": _error(error), "spec": asdict(spec)}
@@ -122,8 +159,14 @@ def settle() -> None:
     time.sleep(SETTLE_S)
 
 
-def timed_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: int, token_budget: int | None,
-                 rounds: int, status: dict[str, dict]) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
+def timed_rounds(
+    encoders: dict[str, Callable],
+    texts: list[str],
+    batch_size: int,
+    token_budget: int | None,
+    rounds: int,
+    status: dict[str, dict],
+) -> tuple[dict[str, list[float]], dict[str, np.ndarray]]:
     """Warm up each runner on two batches, then time `rounds` full passes alternating runner by runner."""
     outputs: dict[str, np.ndarray] = {}
     samples: dict[str, list[float]] = {}
@@ -156,8 +199,9 @@ def drop(label: str, error: BaseException, encoders: dict[str, Callable], status
     encoders.pop(label).close()
 
 
-def raw_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: int, token_budget: int | None,
-               rounds: int) -> dict[str, list[float]]:
+def raw_rounds(
+    encoders: dict[str, Callable], texts: list[str], batch_size: int, token_budget: int | None, rounds: int
+) -> dict[str, list[float]]:
     """Time the runners that expose a raw-session ceiling (jina-onnx) on pre-built inputs of the same batches,
     alternating like `timed_rounds`, right after it."""
     prepared, samples = {}, {}
@@ -185,13 +229,22 @@ def raw_rounds(encoders: dict[str, Callable], texts: list[str], batch_size: int,
 
 def summarize(seconds: list[float], texts: int, tokens: int) -> dict[str, float]:
     median = statistics.median(seconds)
-    return {"texts": texts, "tokens": tokens, "seconds_median": median, "seconds_min": min(seconds),
-            "seconds_max": max(seconds), "texts_per_s": texts / median, "tokens_per_s": tokens / median,
-            "texts_per_s_min": texts / max(seconds), "texts_per_s_max": texts / min(seconds)}
+    return {
+        "texts": texts,
+        "tokens": tokens,
+        "seconds_median": median,
+        "seconds_min": min(seconds),
+        "seconds_max": max(seconds),
+        "texts_per_s": texts / median,
+        "tokens_per_s": tokens / median,
+        "texts_per_s_min": texts / max(seconds),
+        "texts_per_s_max": texts / min(seconds),
+    }
 
 
-def latency(encoders: dict[str, Callable], sentences: list[str], status: dict[str, dict],
-            blocks: int = 3) -> dict[str, dict[str, float]]:
+def latency(
+    encoders: dict[str, Callable], sentences: list[str], status: dict[str, dict], blocks: int = 3
+) -> dict[str, dict[str, float]]:
     """Batch-1 latency: each runner takes its share of the sentences in turn, in `blocks` alternating blocks,
     after a pause and five untimed calls, so drift and the other runners' idle threads hit all alike."""
     samples: dict[str, list[float]] = {label: [] for label in encoders}
@@ -209,8 +262,10 @@ def latency(encoders: dict[str, Callable], sentences: list[str], status: dict[st
             except Exception as error:
                 drop(label, error, encoders, status)
                 del samples[label]
-    return {label: {f"p{q}_ms": float(np.percentile(s, q)) for q in (50, 95, 99)} | {"calls": len(s)}
-            for label, s in samples.items()}
+    return {
+        label: {f"p{q}_ms": float(np.percentile(s, q)) for q in (50, 95, 99)} | {"calls": len(s)}
+        for label, s in samples.items()
+    }
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -226,8 +281,9 @@ def cold_start(spec: RunnerSpec, workloads: list[list[str]], repeats: int) -> di
             path = f"{tmp}/texts-{repeat}.json"
             with open(path, "w", encoding="utf-8") as handle:
                 json.dump(workloads if repeat == 0 else [], handle)
-            done = subprocess.run([sys.executable, "-m", "benchmarks.coldstart", spec.to_json(), path],
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "benchmarks.coldstart", spec.to_json(), path], capture_output=True, text=True
+            )
             if done.returncode != 0:
                 raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "no output")
             runs.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -245,8 +301,9 @@ def tokenizer_for(model: str):  # type: ignore[no-untyped-def]
     return TextTokenizer(directory / "tokenizer.json", manifest.max_length, manifest.tokenizer.pad_id)
 
 
-def benchmark_model(model: str, device: str, precisions: tuple[str, ...], runtimes: tuple[str, ...], threads: int,
-                    settings: Settings) -> dict[str, object]:
+def benchmark_model(
+    model: str, device: str, precisions: tuple[str, ...], runtimes: tuple[str, ...], threads: int, settings: Settings
+) -> dict[str, object]:
     log(f"model {model}: preparing runners")
     specs = runner_specs(model, device, precisions, runtimes, threads)
     ready, encoders, status = start_runners(specs)
@@ -260,22 +317,29 @@ def benchmark_model(model: str, device: str, precisions: tuple[str, ...], runtim
         sections[f"fixed128_b{batch}"] = (fixed_length_texts(tokenizer, count), batch, batch * 128)
     if device == "cuda":  # GPU-sized batches next to the CPU ones
         sections["short_b256"] = (short_texts(0), GPU_BATCH, None)
-        sections[f"fixed128_b{GPU_BATCH}"] = (fixed_length_texts(tokenizer, settings.gpu_fixed_texts), GPU_BATCH,
-                                              GPU_BATCH * 128)
+        sections[f"fixed128_b{GPU_BATCH}"] = (
+            fixed_length_texts(tokenizer, settings.gpu_fixed_texts),
+            GPU_BATCH,
+            GPU_BATCH * 128,
+        )
     throughput: dict[str, dict[str, dict[str, float]]] = {}
     outputs: dict[str, dict[str, np.ndarray]] = {}
     for name, (texts, batch, budget) in sections.items():
-        log(f"model {model}: {name} ({len(texts)} texts, batch {batch}, {settings.rounds} rounds x "
-            f"{len(encoders)} runners)")
+        log(
+            f"model {model}: {name} ({len(texts)} texts, batch {batch}, {settings.rounds} rounds x "
+            f"{len(encoders)} runners)"
+        )
         tokens = int(tokenizer.tokenize(texts).lengths.sum())
         samples, outputs[name] = timed_rounds(encoders, texts, batch, budget, settings.rounds, status)
         throughput[name] = {label: summarize(s, len(texts), tokens) for label, s in samples.items()}
         for label, raw in raw_rounds(encoders, texts, batch, budget, settings.rounds).items():
             ceiling = len(texts) / statistics.median(raw)
-            throughput[name][label] |= {"raw_texts_per_s": ceiling,
-                                        "efficiency": throughput[name][label]["texts_per_s"] / ceiling}
+            throughput[name][label] |= {
+                "raw_texts_per_s": ceiling,
+                "efficiency": throughput[name][label]["texts_per_s"] / ceiling,
+            }
     log(f"model {model}: batch-1 latency ({settings.latency_calls} calls per runner)")
-    latencies = latency(encoders, short_texts(0)[-settings.latency_calls:], status)
+    latencies = latency(encoders, short_texts(0)[-settings.latency_calls :], status)
     quality = {}
     if all(REFERENCE in outputs[s] for s in ("short", "long")):
         for label in [label for label in encoders if all(label in outputs[s] for s in ("short", "long"))]:
@@ -289,21 +353,40 @@ def benchmark_model(model: str, device: str, precisions: tuple[str, ...], runtim
             cold[label] = cold_start(ready[label], [short[:RSS_SHORT], long[:RSS_LONG]], settings.cold_repeats)
         except Exception as error:
             cold[label] = {"error": _error(error)}
-    ratios = {section: {label: r["texts_per_s"] / results[REFERENCE]["texts_per_s"] for label, r in results.items()}
-              for section, results in throughput.items() if REFERENCE in results}
-    return {"runners": status, "throughput": throughput, "speedup_vs_torch_fp32": ratios, "latency": latencies,
-            "quality_vs_torch_fp32": quality, "cold_start": cold,
-            "workloads": {name: {"texts": len(t), "batch_size": b, "tokens": throughput[name][next(iter(
-                throughput[name]))]["tokens"] if throughput[name] else None} for name, (t, b, _) in sections.items()}}
+    ratios = {
+        section: {label: r["texts_per_s"] / results[REFERENCE]["texts_per_s"] for label, r in results.items()}
+        for section, results in throughput.items()
+        if REFERENCE in results
+    }
+    return {
+        "runners": status,
+        "throughput": throughput,
+        "speedup_vs_torch_fp32": ratios,
+        "latency": latencies,
+        "quality_vs_torch_fp32": quality,
+        "cold_start": cold,
+        "workloads": {
+            name: {
+                "texts": len(t),
+                "batch_size": b,
+                "tokens": throughput[name][next(iter(throughput[name]))]["tokens"] if throughput[name] else None,
+            }
+            for name, (t, b, _) in sections.items()
+        },
+    }
 
 
-def minilm_quality(device: str, precisions: tuple[str, ...], runtimes: tuple[str, ...], threads: int,
-                   settings: Settings) -> dict[str, object]:
+def minilm_quality(
+    device: str, precisions: tuple[str, ...], runtimes: tuple[str, ...], threads: int, settings: Settings
+) -> dict[str, object]:
     """STS-dev Spearman x100 of the real all-MiniLM-L6-v2 through every runner, with one timed pass each."""
     first, second, scores = load_sts()
     if settings.minilm_pairs:
-        first, second, scores = first[:settings.minilm_pairs], second[:settings.minilm_pairs], \
-            scores[:settings.minilm_pairs]
+        first, second, scores = (
+            first[: settings.minilm_pairs],
+            second[: settings.minilm_pairs],
+            scores[: settings.minilm_pairs],
+        )
     specs = runner_specs("minilm", device, precisions, runtimes, threads)
     _, encoders, status = start_runners(specs)
     results: dict[str, object] = {}
@@ -325,8 +408,15 @@ def minilm_quality(device: str, precisions: tuple[str, ...], runtimes: tuple[str
     return {"pairs": len(first), "runners": results}
 
 
-def run(models: list[str], device: str, precisions: tuple[str, ...], runtimes: tuple[str, ...], threads: int,
-        settings: Settings, checkpoint: Callable[[dict], None] | None = None) -> dict[str, object]:
+def run(
+    models: list[str],
+    device: str,
+    precisions: tuple[str, ...],
+    runtimes: tuple[str, ...],
+    threads: int,
+    settings: Settings,
+    checkpoint: Callable[[dict], None] | None = None,
+) -> dict[str, object]:
     """The whole suite; `checkpoint` gets the results so far after each model (a long run keeps them)."""
     warnings.simplefilter("ignore")  # third-party deprecation notices would drown the progress lines
     data: dict[str, object] = {"models": {}}

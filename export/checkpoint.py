@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import pickle
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from jina_onnx.errors import ExportError
 from jina_onnx.manifest import Pooling
@@ -44,8 +45,11 @@ def read_checkpoint(directory: Path) -> Checkpoint:
         raise ExportError(f"{directory} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
     modules = _read_json(directory / "modules.json") if (directory / "modules.json").is_file() else []
     pooling = _pooling(directory, modules)
-    st_config = _read_json(directory / "sentence_bert_config.json") if (
-        directory / "sentence_bert_config.json").is_file() else {}
+    st_config = (
+        _read_json(directory / "sentence_bert_config.json")
+        if (directory / "sentence_bert_config.json").is_file()
+        else {}
+    )
     dim = int(config["hidden_size"] if architecture is Architecture.BERT else config["d_model"])
     return Checkpoint(
         directory=directory,
@@ -72,8 +76,10 @@ def _architecture(config: dict[str, Any], path: Path) -> Architecture:
     architectures = config.get("architectures") or []
     if model_type == "t5" or "T5EncoderModel" in architectures:
         return Architecture.T5_ENCODER  # only the encoder is exported, even from a full T5 checkpoint
-    if model_type == "bert" or (model_type is None and {"hidden_size", "num_attention_heads",
-                                                          "intermediate_size", "type_vocab_size"} <= config.keys()):
+    if model_type == "bert" or (
+        model_type is None
+        and {"hidden_size", "num_attention_heads", "intermediate_size", "type_vocab_size"} <= config.keys()
+    ):
         # jina-embedding-t-en-v1 ships a TinyBERT config: no architectures, extra keys; it is a BertModel.
         return Architecture.BERT
     raise ExportError(
@@ -83,11 +89,14 @@ def _architecture(config: dict[str, Any], path: Path) -> Architecture:
 
 
 def _pooling(directory: Path, modules: list[dict[str, Any]]) -> Pooling:
-    unsupported = [m["type"] for m in modules if not str(m.get("type", "")).endswith(
-        ("Transformer", "Pooling", "Normalize"))]
+    unsupported = [
+        m["type"] for m in modules if not str(m.get("type", "")).endswith(("Transformer", "Pooling", "Normalize"))
+    ]
     if unsupported:
-        raise ExportError(f"{directory / 'modules.json'}: modules {unsupported} are not supported; "
-                          "only Transformer -> Pooling -> optional Normalize")
+        raise ExportError(
+            f"{directory / 'modules.json'}: modules {unsupported} are not supported; "
+            "only Transformer -> Pooling -> optional Normalize"
+        )
     pooling_dirs = [m.get("path", "") for m in modules if str(m.get("type", "")).endswith("Pooling")]
     config_path = directory / (pooling_dirs[0] if pooling_dirs else "1_Pooling") / "config.json"
     if not config_path.is_file():
@@ -95,20 +104,30 @@ def _pooling(directory: Path, modules: list[dict[str, Any]]) -> Pooling:
     pooling = _read_json(config_path)
     mode = pooling.get("pooling_mode")
     if mode is None:
-        chosen = [key for key in ("cls_token", "mean_tokens", "max_tokens", "mean_sqrt_len_tokens",
-                                  "weightedmean_tokens", "lasttoken") if pooling.get(f"pooling_mode_{key}")]
+        chosen = [
+            key
+            for key in (
+                "cls_token",
+                "mean_tokens",
+                "max_tokens",
+                "mean_sqrt_len_tokens",
+                "weightedmean_tokens",
+                "lasttoken",
+            )
+            if pooling.get(f"pooling_mode_{key}")
+        ]
         if len(chosen) != 1:
             raise ExportError(f"{config_path}: expected exactly one pooling mode, found {chosen or 'none'}")
         mode = {"cls_token": "cls", "mean_tokens": "mean", "max_tokens": "max"}.get(chosen[0], chosen[0])
     try:
         return Pooling(mode)
     except ValueError:
-        raise ExportError(f"{config_path}: pooling mode {mode!r} is not supported; supported: "
-                          f"{', '.join(p.value for p in Pooling)}") from None
+        raise ExportError(
+            f"{config_path}: pooling mode {mode!r} is not supported; supported: {', '.join(p.value for p in Pooling)}"
+        ) from None
 
 
-def _max_length(directory: Path, config: dict[str, Any], st_config: dict[str, Any],
-                architecture: Architecture) -> int:
+def _max_length(directory: Path, config: dict[str, Any], st_config: dict[str, Any], architecture: Architecture) -> int:
     length = st_config.get("max_seq_length")
     if length is None and (directory / "tokenizer_config.json").is_file():
         declared = _read_json(directory / "tokenizer_config.json").get("model_max_length")
@@ -142,8 +161,9 @@ def load_torch_model(checkpoint: Checkpoint) -> Any:
     import transformers
 
     if checkpoint.architecture is Architecture.BERT:
-        config = transformers.BertConfig.from_pretrained(checkpoint.directory)
-        model_cls, kwargs = transformers.BertModel, {"add_pooling_layer": False}
+        config: Any = transformers.BertConfig.from_pretrained(checkpoint.directory)
+        model_cls: Any = transformers.BertModel
+        kwargs: dict[str, Any] = {"add_pooling_layer": False}
     else:
         config = transformers.T5Config.from_pretrained(checkpoint.directory)
         model_cls, kwargs = transformers.T5EncoderModel, {}
@@ -151,8 +171,12 @@ def load_torch_model(checkpoint: Checkpoint) -> Any:
         # The "weights not used: pooler..." notice is expected (no pooler is needed); real gaps are checked below.
         with quiet_transformers():
             model, info = model_cls.from_pretrained(
-                checkpoint.directory, config=config, output_loading_info=True, trust_remote_code=False,
-                use_safetensors=checkpoint.weights.suffix == ".safetensors", **kwargs,
+                checkpoint.directory,
+                config=config,
+                output_loading_info=True,
+                trust_remote_code=False,
+                use_safetensors=checkpoint.weights.suffix == ".safetensors",
+                **kwargs,
             )
     except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as e:
         # weights_only loading refuses pickles that would run code; say so rather than crash.

@@ -3,36 +3,35 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import functools
 import json
-import datetime as dt
 import logging
 import os
 import shutil
 import tempfile
-from importlib import metadata
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from jina_onnx.engines import checks, openvino
 from jina_onnx.atomic import process_alive
+from jina_onnx.engines import checks, openvino
 from jina_onnx.errors import ExportError, JinaOnnxError, ParityError
-from jina_onnx.manifest import (Manifest, Parity, Precision, ProbeInfo, Source, TokenizerInfo, Variant,
-                                sha256_file)
 from jina_onnx.loader import open_option
 from jina_onnx.loadplan import Option
+from jina_onnx.machine import package_versions
+from jina_onnx.manifest import Manifest, Parity, Precision, ProbeInfo, Source, TokenizerInfo, Variant, sha256_file
 from jina_onnx.probe import PROBE_TEXTS, probe_parity
 from jina_onnx.registry import Architecture, home_dir
 from jina_onnx.tokenization import TextTokenizer
 
 from .checkpoint import Checkpoint, load_torch_model, read_checkpoint
+from .fp16 import CALIBRATION_TEXTS, calibration_feeds, to_fp16
 from .hub import ResolvedSource, resolve_source
 from .tokenizer import load_hf_tokenizer, write_tokenizer
 from .trace import OPSET, export_onnx, pooled_module
 from .validate import torch_embeddings
-from .fp16 import CALIBRATION_TEXTS, calibration_feeds, to_fp16
 from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, to_int8, to_int8_weight_only
 
 log = logging.getLogger("jina_onnx")
@@ -111,14 +110,17 @@ def _check_precisions(precisions: Sequence[str]) -> list[Precision]:
         except ValueError:
             precision = None
         if precision not in choices:
-            raise ExportError(f"precision {value!r} is not one of {', '.join(p.value for p in choices)} "
-                              "(fp32-opt comes from --optimize)")
+            raise ExportError(
+                f"precision {value!r} is not one of {', '.join(p.value for p in choices)} "
+                "(fp32-opt comes from --optimize)"
+            )
         wanted.append(precision)
     return wanted
 
 
-def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging: Path,
-           wanted: list[Precision], optimize: bool) -> Manifest:
+def _build(
+    resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging: Path, wanted: list[Precision], optimize: bool
+) -> Manifest:
     log.info("jina-onnx: loading %s (%s)", resolved.location, checkpoint.architecture.value)
     hf_tokenizer = load_hf_tokenizer(checkpoint.directory)
     vocab_size = write_tokenizer(hf_tokenizer, staging / "tokenizer.json", checkpoint.lowercase)
@@ -131,11 +133,13 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
     log.info("jina-onnx: tracing to ONNX (opset %d)", OPSET)
     export_onnx(module, input_names, staging / FILES[Precision.FP32])
     _check_graph(staging / FILES[Precision.FP32])
-    reference = torch_embeddings(module, hf_tokenizer, list(PROBE_TEXTS), checkpoint.max_length,
-                                 checkpoint.lowercase, input_names)
+    reference = torch_embeddings(
+        module, hf_tokenizer, list(PROBE_TEXTS), checkpoint.max_length, checkpoint.lowercase, input_names
+    )
     del module, encoder  # the l model is 1.3 GB: free it before ONNX Runtime loads its copies
-    (staging / PROBE_FILE).write_text(json.dumps({
-        "reference": "torch fp32", "texts": list(PROBE_TEXTS), "embeddings": reference.tolist()}))
+    (staging / PROBE_FILE).write_text(
+        json.dumps({"reference": "torch fp32", "texts": list(PROBE_TEXTS), "embeddings": reference.tolist()})
+    )
 
     manifest = Manifest(
         name=name,
@@ -145,12 +149,18 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
         pooling=checkpoint.pooling,
         normalize=checkpoint.normalize,
         inputs=tuple(input_names),
-        tokenizer=TokenizerInfo("tokenizer.json", sha256_file(staging / "tokenizer.json"),
-                                int(hf_tokenizer.pad_token_id), vocab_size),
+        tokenizer=TokenizerInfo(
+            "tokenizer.json", sha256_file(staging / "tokenizer.json"), int(hf_tokenizer.pad_token_id), vocab_size
+        ),
         variants={},
         probe=ProbeInfo(PROBE_FILE, sha256_file(staging / PROBE_FILE)),
-        source=Source(resolved.kind, resolved.location, resolved.revision, checkpoint.weights.name,
-                      sha256_file(checkpoint.weights)),
+        source=Source(
+            resolved.kind,
+            resolved.location,
+            resolved.revision,
+            checkpoint.weights.name,
+            sha256_file(checkpoint.weights),
+        ),
         versions=_versions(),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     )
@@ -162,9 +172,14 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
     base = Precision.FP32
     if optimize:
         log.info("jina-onnx: fusing for CPU with onnxruntime.transformers")
-        heads = int(checkpoint.config.get("num_attention_heads") or checkpoint.config.get("num_heads"))
-        fused = optimize_for_cpu(staging / FILES[Precision.FP32], staging / FILES[Precision.FP32_OPT],
-                                 checkpoint.architecture, heads, checkpoint.dim)
+        heads = int(checkpoint.config.get("num_attention_heads") or checkpoint.config["num_heads"])
+        fused = optimize_for_cpu(
+            staging / FILES[Precision.FP32],
+            staging / FILES[Precision.FP32_OPT],
+            checkpoint.architecture,
+            heads,
+            checkpoint.dim,
+        )
         manifest = check(manifest, Precision.FP32_OPT, "fp32, onnxruntime.transformers CPU fusions", fused)
         if Precision.FP32_OPT in manifest.variants:
             base = Precision.FP32_OPT
@@ -191,8 +206,14 @@ def _build(resolved: ResolvedSource, checkpoint: Checkpoint, name: str, staging:
     return manifest
 
 
-def _fp16_variant(staging: Path, manifest: Manifest, check: functools.partial, source_file: Path, base: Precision,
-                  checkpoint: Checkpoint) -> Manifest:
+def _fp16_variant(
+    staging: Path,
+    manifest: Manifest,
+    check: functools.partial,
+    source_file: Path,
+    base: Precision,
+    checkpoint: Checkpoint,
+) -> Manifest:
     """fp16 with every MatMul in fp16 (T5: residual stream rescaled to fit); the old fp32-islands
     recipe only when the measured peaks or the gate say the rescaled graph is not good enough."""
     log.info("jina-onnx: converting to fp16")
@@ -201,7 +222,7 @@ def _fp16_variant(staging: Path, manifest: Manifest, check: functools.partial, s
     if checkpoint.architecture is Architecture.T5_ENCODER and base is not Precision.FP32_OPT:
         # Rescaling edits the fused norms' epsilon; fuse a private copy when the artifact has no fused graph.
         fused_for_fp16 = staging / ".fused-for-fp16.onnx"
-        heads = int(checkpoint.config.get("num_heads"))
+        heads = int(checkpoint.config["num_heads"])
         optimize_for_cpu(source_file, fused_for_fp16, checkpoint.architecture, heads, checkpoint.dim)
         source_file = fused_for_fp16
     tokenizer = TextTokenizer(staging / "tokenizer.json", manifest.max_length, manifest.tokenizer.pad_id)
@@ -213,8 +234,12 @@ def _fp16_variant(staging: Path, manifest: Manifest, check: functools.partial, s
             first_try = manifest.rejected.pop(Precision.FP16.value)
             log.info("jina-onnx: rescaled fp16 missed its gate (%s); retrying with fp32 islands", first_try)
             result = to_fp16(source_file, target, checkpoint.architecture, feeds, recipe="islands")
-            manifest = check(manifest, Precision.FP16, f"{base.value}, {result.description}",
-                             details=result.details() | {"rescaled_rejected": first_try})
+            manifest = check(
+                manifest,
+                Precision.FP16,
+                f"{base.value}, {result.description}",
+                details=result.details() | {"rescaled_rejected": first_try},
+            )
     finally:
         if fused_for_fp16 is not None:
             fused_for_fp16.unlink(missing_ok=True)
@@ -232,30 +257,52 @@ def _openvino_bf16(staging: Path, manifest: Manifest) -> Manifest:
         model = open_option(staging, manifest, Option("openvino", "cpu", variant.precision.value, "bf16"), None)
         # probe_parity (inside bf16_check) silences the probe's deliberate truncation warnings.
         result = checks.bf16_check(staging, manifest, lambda texts: model.encode(texts, normalize=False)) | {
-            "key": checks.bf16_key(variant), "file": variant.file}
+            "key": checks.bf16_key(variant),
+            "file": variant.file,
+        }
     except (JinaOnnxError, RuntimeError) as e:  # OpenVINO is optional: the ONNX Runtime artifact stands alone
         log.warning("jina-onnx: OpenVINO could not check bf16 (%s); the runtime will check at first load", e)
         return manifest
-    log.info("jina-onnx: OpenVINO bf16 on this CPU: min cosine %.6f (%s)", result["parity"]["min_cosine"],
-             "passes" if result["passed"] else f"misses {result['gate']}: the runtime will use fp32 there")
+    log.info(
+        "jina-onnx: OpenVINO bf16 on this CPU: min cosine %.6f (%s)",
+        result["parity"]["min_cosine"],
+        "passes" if result["passed"] else f"misses {result['gate']}: the runtime will use fp32 there",
+    )
     manifest = dataclasses.replace(manifest, extra={**manifest.extra, "openvino": {"bf16": result}})
     manifest.save(staging)
     return manifest
 
 
-def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: Precision, built_from: str,
-           fused_ops: dict[str, int] | None = None, details: dict | None = None) -> Manifest:
+def _gated(
+    staging: Path,
+    reference: np.ndarray,
+    manifest: Manifest,
+    precision: Precision,
+    built_from: str,
+    fused_ops: dict[str, int] | None = None,
+    details: dict | None = None,
+) -> Manifest:
     """Run one variant through the runtime, compare with PyTorch, keep it only if it passes its gate."""
     path = staging / FILES[precision]
     gate = GATES[precision]
     unchecked = Parity(float("nan"), float("nan"), float("nan"), 0, "not yet validated")
-    variant = Variant(precision, FILES[precision], sha256_file(path), OPSET, unchecked, gate.describe(),
-                      built_from, dict(fused_ops or {}), dict(details or {}))
+    variant = Variant(
+        precision,
+        FILES[precision],
+        sha256_file(path),
+        OPSET,
+        unchecked,
+        gate.describe(),
+        built_from,
+        dict(fused_ops or {}),
+        dict(details or {}),
+    )
     trial = dataclasses.replace(manifest, variants={**manifest.variants, precision: variant})
     trial.save(staging)  # the runtime reads only what a manifest lists
     runtime = open_option(staging, trial, Option("onnxruntime", "cpu", precision.value, precision.value), None)
-    measured = probe_parity(lambda texts: runtime.encode(texts, normalize=False), list(PROBE_TEXTS), reference,
-                            "torch fp32")
+    measured = probe_parity(
+        lambda texts: runtime.encode(texts, normalize=False), list(PROBE_TEXTS), reference, "torch fp32"
+    )
     missed = gate.failures(measured)
     if missed:
         reason = f"{precision.value} missed its gate ({gate.describe()}): {'; '.join(missed)}"
@@ -263,11 +310,17 @@ def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: 
         path.unlink()
         manifest = dataclasses.replace(manifest, rejected={**manifest.rejected, precision.value: reason})
     else:
-        log.info("jina-onnx: %s max abs diff %.2e, mean cosine %.6f, min cosine %.6f, batch invariance %.6f",
-                 precision.value, measured.max_abs_diff, measured.mean_cosine, measured.min_cosine,
-                 measured.batch_invariance)
-        manifest = dataclasses.replace(manifest, variants={
-            **manifest.variants, precision: dataclasses.replace(variant, parity=measured)})
+        log.info(
+            "jina-onnx: %s max abs diff %.2e, mean cosine %.6f, min cosine %.6f, batch invariance %.6f",
+            precision.value,
+            measured.max_abs_diff,
+            measured.mean_cosine,
+            measured.min_cosine,
+            measured.batch_invariance,
+        )
+        manifest = dataclasses.replace(
+            manifest, variants={**manifest.variants, precision: dataclasses.replace(variant, parity=measured)}
+        )
     manifest.save(staging)
     return manifest
 
@@ -275,7 +328,7 @@ def _gated(staging: Path, reference: np.ndarray, manifest: Manifest, precision: 
 def _remove_abandoned_staging(out: Path) -> None:
     """Delete staging directories that killed exports left behind (their process is gone)."""
     for leftover in out.parent.glob(f".{out.name}.partial-*-*"):
-        pid = leftover.name[len(f".{out.name}.partial-"):].split("-", 1)[0]
+        pid = leftover.name[len(f".{out.name}.partial-") :].split("-", 1)[0]
         if pid.isdigit() and not process_alive(int(pid)):
             shutil.rmtree(leftover, ignore_errors=True)
 
@@ -309,10 +362,6 @@ def _publish(staging: Path, out: Path) -> None:
 
 
 def _versions() -> dict[str, str]:
-    versions = {}
-    for package in ("jina-onnx", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "tokenizers"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+    return package_versions(
+        ("jina-onnx", "torch", "transformers", "onnx", "onnxruntime", "onnxruntime-gpu", "tokenizers")
+    )

@@ -22,9 +22,10 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -114,8 +115,9 @@ def residual_stream(graph: Any) -> tuple[list[str], set[str]]:
     for node in graph.node:
         for position, name in enumerate(node.input):
             if name in scaled and position not in readers_ok.get(node.op_type, ()):
-                raise ExportError(f"{node.name} ({node.op_type}) reads the residual stream; rescaling would "
-                                  "change the model")
+                raise ExportError(
+                    f"{node.name} ({node.op_type}) reads the residual stream; rescaling would change the model"
+                )
             if name in scaled and node.op_type == "Add" and not all(i in scaled for i in node.input):
                 raise ExportError(f"{node.name} adds an unscaled tensor to the residual stream")
     if any(o.name in scaled for o in graph.output):
@@ -130,8 +132,9 @@ def residual_stream(graph: Any) -> tuple[list[str], set[str]]:
     return weights, scaled
 
 
-def calibration_feeds(tokenizer: TextTokenizer, texts: Sequence[str], input_names: Sequence[str],
-                      batch: int = 8) -> list[dict[str, np.ndarray]]:
+def calibration_feeds(
+    tokenizer: TextTokenizer, texts: Sequence[str], input_names: Sequence[str], batch: int = 8
+) -> list[dict[str, np.ndarray]]:
     """Feeds for peak measurement: each text alone (long ones included), then padded batches of
     mixed lengths, because padded positions are computed too and can overflow as well."""
     tokens = tokenizer.tokenize(list(texts)).ids
@@ -221,14 +224,28 @@ def pooling_nodes(graph: Any) -> list[str]:
 def islands_block_lists(graph: Any) -> tuple[list[str], list[str]]:
     """The old T5 recipe: norms, Relu, residual Adds and `wo` in fp32 (ORT's T5 mixed precision, plus
     transformers' `_keep_in_fp32_modules`). Used only when a measurement says rescaling cannot help."""
-    keep_ops = ["SimplifiedLayerNormalization", "SkipSimplifiedLayerNormalization", "Relu", "Add",
-                "Pow", "ReduceMean", "Sqrt", "Div", "Reciprocal"]  # the last five: an unfused RMSNorm
+    keep_ops = [
+        "SimplifiedLayerNormalization",
+        "SkipSimplifiedLayerNormalization",
+        "Relu",
+        "Add",
+        "Pow",
+        "ReduceMean",
+        "Sqrt",
+        "Div",
+        "Reciprocal",
+    ]  # the last five: an unfused RMSNorm
     keep_nodes = pooling_nodes(graph) + [n.name for n in graph.node if "DenseReluDense/wo" in n.name]
     return keep_ops, keep_nodes
 
 
-def to_fp16(source: Path, target: Path, architecture: Architecture,
-            feeds: Sequence[dict[str, np.ndarray]] | None = None, recipe: str = "auto") -> Fp16Result:
+def to_fp16(
+    source: Path,
+    target: Path,
+    architecture: Architecture,
+    feeds: Sequence[dict[str, np.ndarray]] | None = None,
+    recipe: str = "auto",
+) -> Fp16Result:
     """Write the fp16 variant of `source` (fp32, fused for T5) to `target`, with fp32 inputs and outputs.
 
     recipe: "auto" (T5: "rescaled" unless the peaks say it cannot help, then "islands"; BERT: "plain"),
@@ -253,7 +270,8 @@ def to_fp16(source: Path, target: Path, architecture: Architecture,
             alpha = choose_alpha(peaks)
             rescale_residual_stream(model, alpha)
     if recipe == "rescaled" or recipe == "plain":
-        keep_ops, keep_nodes = [], pooling_nodes(model.graph)
+        keep_ops: list[str] = []
+        keep_nodes = pooling_nodes(model.graph)
     elif recipe == "islands":
         keep_ops, keep_nodes = islands_block_lists(model.graph)
     elif recipe == "naive":
@@ -261,16 +279,21 @@ def to_fp16(source: Path, target: Path, architecture: Architecture,
     else:
         raise ExportError(f"unknown fp16 recipe {recipe!r}")
     wrapped = OnnxModel(model)
-    wrapped.convert_float_to_float16(keep_io_types=True, op_block_list=keep_ops, node_block_list=keep_nodes,
-                                     use_symbolic_shape_infer=True)
+    wrapped.convert_float_to_float16(
+        keep_io_types=True, op_block_list=keep_ops, node_block_list=keep_nodes, use_symbolic_shape_infer=True
+    )
     _drop_duplicate_casts(wrapped.model)
     wrapped.save_model_to_file(str(target))
     if recipe == "rescaled":
-        why = f"residual stream x2^{int(math.log2(alpha))} (fp32 peaks: stream {peaks.residual:.4g}, " \
-              f"other MatMuls {peaks.other:.4g}); every MatMul fp16, pooling fp32"  # type: ignore[union-attr]
+        assert peaks is not None  # measured above: the rescaled recipe needs them
+        why = (
+            f"residual stream x2^{int(math.log2(alpha))} (fp32 peaks: stream {peaks.residual:.4g}, "
+            f"other MatMuls {peaks.other:.4g}); every MatMul fp16, pooling fp32"
+        )
     elif recipe == "islands":
         why = f"fp16 with {len(keep_nodes)} nodes and ops {keep_ops} kept in fp32" + (
-            f" (non-residual fp32 peak {peaks.other:.4g} > {SAFE_PEAK:.0f})" if peaks else "")
+            f" (non-residual fp32 peak {peaks.other:.4g} > {SAFE_PEAK:.0f})" if peaks else ""
+        )
     else:
         why = f"{recipe} fp16, {len(keep_nodes)} pooling nodes in fp32"
     return Fp16Result(recipe, alpha, peaks, why)

@@ -24,8 +24,9 @@ class ResolvedSource:
     name: str  # default artifact name
 
 
-def resolve_source(source: str | os.PathLike[str], revision: str | None = None,
-                   hub_cache: str | os.PathLike[str] | None = None) -> ResolvedSource:
+def resolve_source(
+    source: str | os.PathLike[str], revision: str | None = None, hub_cache: str | os.PathLike[str] | None = None
+) -> ResolvedSource:
     """Turn SOURCE into a local checkpoint directory, downloading from the hub when needed.
 
     Example:
@@ -55,20 +56,21 @@ def resolve_source(source: str | os.PathLike[str], revision: str | None = None,
 def download(repo_id: str, revision: str | None, hub_cache: str | os.PathLike[str] | None) -> Path:
     """snapshot_download with errors that say whether the network, the repo or the revision failed."""
     hub = require("huggingface_hub", "export")
-    errors = hub.errors  # type: ignore[attr-defined]
+    errors = hub.errors
     try:
-        path = hub.snapshot_download(  # type: ignore[attr-defined]
-            repo_id, revision=revision, cache_dir=hub_cache, allow_patterns=HUB_PATTERNS
-        )
+        path = hub.snapshot_download(repo_id, revision=revision, cache_dir=hub_cache, allow_patterns=HUB_PATTERNS)
     except errors.RevisionNotFoundError as e:
         raise HubError(f"{repo_id} has no revision {revision!r}; check the branch, tag or commit", "revision") from e
     except errors.RepositoryNotFoundError as e:
-        raise HubError(f"hub repository {repo_id!r} does not exist or is private (log in with `hf auth login`)",
-                       "repo") from e
+        raise HubError(
+            f"hub repository {repo_id!r} does not exist or is private (log in with `hf auth login`)", "repo"
+        ) from e
     except errors.LocalEntryNotFoundError as e:
         raise HubError(
             f"cannot reach the Hugging Face Hub to download {repo_id} and it is not in the local cache "
-            "(offline?); pass a local checkpoint directory instead", "network") from e
+            "(offline?); pass a local checkpoint directory instead",
+            "network",
+        ) from e
     except (OSError, errors.HfHubHTTPError) as e:
         raise HubError(f"download of {repo_id} failed: {e}", "network") from e
     return Path(path)

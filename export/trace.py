@@ -57,7 +57,13 @@ def export_onnx(module: Any, input_names: list[str], path: Path) -> None:
         # deprecation notice would only alarm users.
         warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(
-            module, tuple(args), str(path), input_names=input_names,
-            output_names=["sentence_embedding", "token_embeddings"], dynamic_axes=axes,
-            opset_version=OPSET, do_constant_folding=True, dynamo=False,
+            module,
+            tuple(args),
+            str(path),
+            input_names=input_names,
+            output_names=["sentence_embedding", "token_embeddings"],
+            dynamic_axes=axes,
+            opset_version=OPSET,
+            do_constant_folding=True,
+            dynamo=False,
         )

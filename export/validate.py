@@ -7,8 +7,9 @@ from typing import Any
 import numpy as np
 
 
-def torch_embeddings(module: Any, hf_tokenizer: Any, texts: list[str], max_length: int, lowercase: bool,
-                     input_names: list[str]) -> np.ndarray:
+def torch_embeddings(
+    module: Any, hf_tokenizer: Any, texts: list[str], max_length: int, lowercase: bool, input_names: list[str]
+) -> np.ndarray:
     """Pooled fp32 embeddings from PyTorch, tokenized the way sentence-transformers does."""
     import torch
 

@@ -6,24 +6,35 @@ import collections
 import contextlib
 import logging
 import platform
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from jina_onnx.gates import GATES, Gate  # noqa: F401  (the exporter and tests use them from here)
+from jina_onnx.registry import Architecture
 
 from .fp16 import to_fp16  # noqa: F401  (kept importable from here)
-from jina_onnx.registry import Architecture
 
 log = logging.getLogger("jina_onnx")
 
 # Fusions the CPU-optimized graph is expected to contain; tests pin the counts per architecture.
-FUSED_OPS = ("EmbedLayerNormalization", "Attention", "MultiHeadAttention", "SkipLayerNormalization",
-             "LayerNormalization", "BiasGelu", "FastGelu", "Gelu", "SimplifiedLayerNormalization",
-             "SkipSimplifiedLayerNormalization", "RelativePositionBias")
+FUSED_OPS = (
+    "EmbedLayerNormalization",
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "SimplifiedLayerNormalization",
+    "SkipSimplifiedLayerNormalization",
+    "RelativePositionBias",
+)
 
 
-def optimize_for_cpu(source: Path, target: Path, architecture: Architecture, num_heads: int,
-                     hidden_size: int) -> dict[str, int]:
+def optimize_for_cpu(
+    source: Path, target: Path, architecture: Architecture, num_heads: int, hidden_size: int
+) -> dict[str, int]:
     """ONNX Runtime transformer fusions that have CPU kernels; returns the fused-op counts.
 
     BERT gets the full set (embedding, attention, skip layer norm, bias gelu). For T5 only the
@@ -38,8 +49,15 @@ def optimize_for_cpu(source: Path, target: Path, architecture: Architecture, num
     if architecture is Architecture.T5_ENCODER:
         options.enable_attention = False
         options.enable_embed_layer_norm = False
-    optimized = optimize_model(str(source), model_type="bert", num_heads=num_heads, hidden_size=hidden_size,
-                               optimization_options=options, opt_level=0, use_gpu=False)
+    optimized = optimize_model(
+        str(source),
+        model_type="bert",
+        num_heads=num_heads,
+        hidden_size=hidden_size,
+        optimization_options=options,
+        opt_level=0,
+        use_gpu=False,
+    )
     optimized.save_model_to_file(str(target))
     return fused_op_counts(optimized.model)
 
@@ -106,8 +124,12 @@ def ffn_output_matmuls(source: Path) -> list[str]:
     import onnx
 
     graph = onnx.load(str(source), load_external_data=False).graph
-    return [n.name for n in graph.node if n.op_type == "MatMul" and (
-        "DenseReluDense/wo" in n.name or ("/output/dense/" in n.name and "/attention/" not in n.name))]
+    return [
+        n.name
+        for n in graph.node
+        if n.op_type == "MatMul"
+        and ("DenseReluDense/wo" in n.name or ("/output/dense/" in n.name and "/attention/" not in n.name))
+    ]
 
 
 def to_int8(source: Path, target: Path, exclude: list[str] | None = None) -> str:
@@ -118,8 +140,13 @@ def to_int8(source: Path, target: Path, exclude: list[str] | None = None) -> str
     reduce_range, cpu = int8_settings()
     with quiet_root_logger():  # the quantizer logs a line per tensor to the root logger
         quantize_dynamic(
-            str(source), str(target), weight_type=QuantType.QInt8, per_channel=True, reduce_range=reduce_range,
-            op_types_to_quantize=["MatMul", "Attention"], nodes_to_exclude=exclude or [],
+            str(source),
+            str(target),
+            weight_type=QuantType.QInt8,
+            per_channel=True,
+            reduce_range=reduce_range,
+            op_types_to_quantize=["MatMul", "Attention"],
+            nodes_to_exclude=exclude or [],
             # Fused contrib ops hide their output types from shape inference; they are float.
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )

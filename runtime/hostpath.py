@@ -37,7 +37,7 @@ import os
 import queue
 import threading
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -99,8 +99,9 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-def serial(chunks: Iterator[list[str]], tokenize: Tokenize, plan: Plan,
-           prepare: Prepare[T]) -> Iterator[ChunkStart | T]:
+def serial(
+    chunks: Iterator[list[str]], tokenize: Tokenize, plan: Plan, prepare: Prepare[T]
+) -> Generator[ChunkStart | T, None, None]:
     """The host work in the calling thread: per window a ChunkStart, then its batches in plan order."""
     for texts in chunks:
         tokens = tokenize(texts)
@@ -109,8 +110,16 @@ def serial(chunks: Iterator[list[str]], tokenize: Tokenize, plan: Plan,
             yield prepare([tokens.ids[i] for i in rows], rows, len(texts) == 1)
 
 
-def parallel(chunks: Iterator[list[str]], tokenize: Tokenize, plan: Plan, prepare: Prepare[T], *, workers: int,
-             slice_size: int, ahead: int | None = None) -> Iterator[ChunkStart | T]:
+def parallel(
+    chunks: Iterator[list[str]],
+    tokenize: Tokenize,
+    plan: Plan,
+    prepare: Prepare[T],
+    *,
+    workers: int,
+    slice_size: int,
+    ahead: int | None = None,
+) -> Generator[ChunkStart | T, None, None]:
     """The same stream as `serial`, with the work on `workers` threads.
 
     `tokenize` runs on the workers, on slices of at most `slice_size` texts (fewer for a small window, so
@@ -149,8 +158,13 @@ def parallel(chunks: Iterator[list[str]], tokenize: Tokenize, plan: Plan, prepar
                 ready = current.pending.popleft().result(steal=True)
                 current.refill()
                 upcoming = windows[0] if windows else None
-                if following is None and current.all_submitted() and upcoming is not None and upcoming.ready() \
-                        and upcoming.error is None:  # a failed read is raised in its turn, below
+                if (
+                    following is None
+                    and current.all_submitted()
+                    and upcoming is not None
+                    and upcoming.ready()
+                    and upcoming.error is None
+                ):  # a failed read is raised in its turn, below
                     # Plan the next window and queue its first pads while the device runs this one's last
                     # batches, so the device does not wait for that at the boundary.
                     following = open_next()
@@ -166,8 +180,9 @@ def parallel(chunks: Iterator[list[str]], tokenize: Tokenize, plan: Plan, prepar
 class _Opened(Generic[T]):
     """A tokenized window being planned and padded: its ChunkStart, and at most `ahead` pads in flight."""
 
-    def __init__(self, window: _Window, tokens: TokenizedBatch, pool: _Workers, plan: Plan, prepare: Prepare[T],
-                 ahead: int) -> None:
+    def __init__(
+        self, window: _Window, tokens: TokenizedBatch, pool: _Workers, plan: Plan, prepare: Prepare[T], ahead: int
+    ) -> None:
         self.start = ChunkStart(len(window.texts), tokens.truncated, tokens.repaired)
         self._tokens, self._pool, self._prepare = tokens, pool, prepare
         self._lone = len(window.texts) == 1
@@ -183,8 +198,9 @@ class _Opened(Generic[T]):
         if rows is None:
             self._left = False
             return
-        self.pending.append(self._pool.submit(_PAD, self._prepare, [self._tokens.ids[i] for i in rows], rows,
-                                              self._lone))
+        self.pending.append(
+            self._pool.submit(_PAD, self._prepare, [self._tokens.ids[i] for i in rows], rows, self._lone)
+        )
 
     def all_submitted(self) -> bool:
         return not self._left
@@ -203,14 +219,17 @@ class _Window:
     error: BaseException | None = None  # from reading the window: raised when the stream reaches it
 
     @classmethod
-    def start(cls, texts: list[str] | BaseException | None, pool: _Workers, tokenize: Tokenize, workers: int,
-              slice_size: int) -> _Window | None:
+    def start(
+        cls, texts: list[str] | BaseException | None, pool: _Workers, tokenize: Tokenize, workers: int, slice_size: int
+    ) -> _Window | None:
         if texts is None:
             return None
         if isinstance(texts, BaseException):
             return cls([], [], texts)
-        return cls(texts, [pool.submit(_TOKENIZE, tokenize, texts[start:end])
-                           for start, end in _slices(texts, workers, slice_size)])
+        return cls(
+            texts,
+            [pool.submit(_TOKENIZE, tokenize, texts[start:end]) for start, end in _slices(texts, workers, slice_size)],
+        )
 
     def ready(self) -> bool:
         """Whether every slice is tokenized (or reading the window failed)."""
@@ -222,8 +241,11 @@ class _Window:
         parts = [part.result() for part in self.parts]
         if len(parts) == 1:
             return parts[0]
-        return TokenizedBatch(ids=list(itertools.chain.from_iterable(p.ids for p in parts)),
-                              truncated=sum(p.truncated for p in parts), repaired=sum(p.repaired for p in parts))
+        return TokenizedBatch(
+            ids=list(itertools.chain.from_iterable(p.ids for p in parts)),
+            truncated=sum(p.truncated for p in parts),
+            repaired=sum(p.repaired for p in parts),
+        )
 
 
 def _slices(texts: list[str], workers: int, most: int) -> Iterator[tuple[int, int]]:
@@ -295,8 +317,9 @@ class _Workers:
     def __init__(self, count: int) -> None:
         self._tasks: queue.PriorityQueue[tuple[int, int, _Task[Any] | None]] = queue.PriorityQueue()
         self._order = itertools.count()
-        self._threads = [threading.Thread(target=self._work, name=f"jina-onnx-host-{i}", daemon=True)
-                         for i in range(count)]
+        self._threads = [
+            threading.Thread(target=self._work, name=f"jina-onnx-host-{i}", daemon=True) for i in range(count)
+        ]
         for thread in self._threads:
             thread.start()
 
@@ -330,7 +353,7 @@ def _library_pool_off() -> None:
     os.environ["TOKENIZERS_PARALLELISM"] = "false"
     if not _pool_off_logged.is_set():
         _pool_off_logged.set()
-        log.info("jina-onnx: host worker threads tokenize in parallel; set TOKENIZERS_PARALLELISM=false so the "
-                 "tokenizers library's own pool does not compete with them (set the variable to choose)")
-
-
+        log.info(
+            "jina-onnx: host worker threads tokenize in parallel; set TOKENIZERS_PARALLELISM=false so the "
+            "tokenizers library's own pool does not compete with them (set the variable to choose)"
+        )

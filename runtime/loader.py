@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 from collections.abc import Callable
@@ -33,8 +34,9 @@ Threads = int | None | Callable[[Option], int | None]
 _logged: set[str] = set()
 
 
-def load(directory: Path, manifest: Manifest, request: Request, *, threads: Threads = None,
-         cache_dir: Path, **options: Any) -> EmbeddingModel:
+def load(
+    directory: Path, manifest: Manifest, request: Request, *, threads: Threads = None, cache_dir: Path, **options: Any
+) -> EmbeddingModel:
     """The model `request` plans for, loaded; `options` go to `EmbeddingModel` (device_id, pipeline, ...)."""
     try:
         plan, get = settle(directory, manifest, request, threads=threads, cache_dir=cache_dir, **options)
@@ -53,8 +55,9 @@ def load(directory: Path, manifest: Manifest, request: Request, *, threads: Thre
     return model
 
 
-def settle(directory: Path, manifest: Manifest, request: Request, *, threads: Threads = None, cache_dir: Path,
-           **options: Any) -> tuple[Plan, Callable[[Option], EmbeddingModel]]:
+def settle(
+    directory: Path, manifest: Manifest, request: Request, *, threads: Threads = None, cache_dir: Path, **options: Any
+) -> tuple[Plan, Callable[[Option], EmbeddingModel]]:
     """Plan, answer what the plan asks (bf16's gate, speeds) and plan again until it names a choice.
 
     Returns the final plan and `get(option) -> EmbeddingModel`, which reuses the models opened on the way.
@@ -71,9 +74,13 @@ def settle(directory: Path, manifest: Manifest, request: Request, *, threads: Th
         plan = plan_load(request, facts)
         if plan.check_bf16 is not None:
             option = plan.check_bf16
-            model = get(option)
-            failed = checks.check_bf16(directory, manifest, model.variant,
-                                       lambda texts: model.encode(texts, normalize=False), cache_dir)
+            failed = checks.check_bf16(
+                directory,
+                manifest,
+                get(option).variant,
+                functools.partial(get(option).encode, normalize=False),
+                cache_dir,
+            )
             if failed:
                 log_once("jina-onnx: %s: bf16 misses its gate on this CPU (%s)", manifest.name, failed)
                 opened.pop(option)
@@ -81,49 +88,74 @@ def settle(directory: Path, manifest: Manifest, request: Request, *, threads: Th
         elif plan.measure:
             models = [get(option) for option in plan.measure]
             measured = dict(zip((o.label for o in plan.measure), checks.measure(models, request.objective)))
-            checks.store_speeds(cache_dir, _speed_keys(manifest, request.objective, threads, plan.measure),
-                                measured)
+            checks.store_speeds(cache_dir, _speed_keys(manifest, request.objective, threads, plan.measure), measured)
             facts = dataclasses.replace(facts, speeds={**facts.speeds, **measured})
         else:
             return plan, get
     raise AssertionError(f"the load plan did not settle: {plan}")
 
 
-def gather_facts(directory: Path, manifest: Manifest, request: Request, cache_dir: Path,
-                 threads: Threads = None) -> Facts:
+def gather_facts(
+    directory: Path, manifest: Manifest, request: Request, cache_dir: Path, threads: Threads = None
+) -> Facts:
     """What `plan_load` needs to know about this machine and artifact; imports OpenVINO only where it may run."""
     ort = require("onnxruntime", "cpu")
-    facts = Facts(name=manifest.name, variants=tuple(p.value for p in manifest.variants),
-                  providers=tuple(ort.get_available_providers()), rejected=dict(manifest.rejected),
-                  openvino=request.backend != "onnxruntime" and openvino.installed(),
-                  env_backend=os.environ.get(checks.ENV, "").strip() if request.backend == "auto" else "")
+    facts = Facts(
+        name=manifest.name,
+        variants=tuple(p.value for p in manifest.variants),
+        providers=tuple(ort.get_available_providers()),
+        rejected=dict(manifest.rejected),
+        openvino=request.backend != "onnxruntime" and openvino.installed(),
+        env_backend=os.environ.get(checks.ENV, "").strip() if request.backend == "auto" else "",
+    )
     if facts.env_backend == "onnxruntime":
         facts = dataclasses.replace(facts, openvino=False)
     if facts.openvino and request.device != "cuda":
         graph = checks.openvino_variant(manifest) if any(v in facts.variants for v in ("fp32", "fp32-opt")) else None
         recorded = checks.recorded_bf16(manifest, graph, cache_dir) if graph else None
-        facts = dataclasses.replace(facts, bf16_units=openvino.cpu_has_bf16(),
-                                    bf16_gate=None if recorded is None else not recorded, bf16_failure=recorded or "")
+        facts = dataclasses.replace(
+            facts,
+            bf16_units=openvino.cpu_has_bf16(),
+            bf16_gate=None if recorded is None else not recorded,
+            bf16_failure=recorded or "",
+        )
     options = _all_options(facts)
     keys = _speed_keys(manifest, request.objective, threads, options)
     return dataclasses.replace(facts, speeds=checks.cached_speeds(cache_dir, keys))
 
 
-def open_option(directory: Path, manifest: Manifest, option: Option, threads: int | None,
-                **options: Any) -> EmbeddingModel:
+def open_option(
+    directory: Path, manifest: Manifest, option: Option, threads: int | None, **options: Any
+) -> EmbeddingModel:
     """One option loaded as it stands (export, verify and the benchmarks use this for a fixed choice)."""
     variant = manifest.variants[Precision(option.variant)]
     try:
-        return EmbeddingModel(directory, manifest, variant, option.device, threads, backend=option.engine,
-                              precision=option.precision, **options)
+        return EmbeddingModel(
+            directory,
+            manifest,
+            variant,
+            option.device,
+            threads,
+            backend=option.engine,
+            precision=option.precision,
+            **options,
+        )
     except openvino.UnreadableGraph as e:
         fp32 = manifest.variants.get(Precision.FP32)
         if fp32 is None or fp32 is variant:
             raise
         # An OpenVINO that does not know one of ONNX Runtime's fused ops still runs the plain graph.
         log_once("jina-onnx: %s; OpenVINO runs %s instead", e, fp32.file)
-        return EmbeddingModel(directory, manifest, fp32, option.device, threads, backend=option.engine,
-                              precision=option.precision, **options)
+        return EmbeddingModel(
+            directory,
+            manifest,
+            fp32,
+            option.device,
+            threads,
+            backend=option.engine,
+            precision=option.precision,
+            **options,
+        )
 
 
 def log_once(message: str, *args: object) -> None:
@@ -146,12 +178,15 @@ def _all_options(facts: Facts) -> tuple[Option, ...]:
     return tuple(found)
 
 
-def _speed_keys(manifest: Manifest, objective: str, threads: Threads,
-                options: tuple[Option, ...]) -> dict[str, str]:
+def _speed_keys(manifest: Manifest, objective: str, threads: Threads, options: tuple[Option, ...]) -> dict[str, str]:
     """The cache key of each option's measured speed (`checks.speed_key`)."""
     keys = {}
     for option in options:
-        keys[option.label] = checks.speed_key(option.label, manifest.variants[Precision(option.variant)].sha256,
-                                              objective, _threads(threads, option) or physical_cores(),
-                                              engine_version(option.engine))
+        keys[option.label] = checks.speed_key(
+            option.label,
+            manifest.variants[Precision(option.variant)].sha256,
+            objective,
+            _threads(threads, option) or physical_cores(),
+            engine_version(option.engine),
+        )
     return keys

@@ -106,8 +106,9 @@ def plan_load(request: Request, facts: Facts) -> Plan:
         backend, why = facts.env_backend, f"$JINA_ONNX_BACKEND={facts.env_backend}; "
     if backend == "openvino" or request.precision == "bf16":
         if backend == "onnxruntime":
-            raise InputError("precision='bf16' runs on OpenVINO: use backend='openvino' (or 'auto'), "
-                             "not backend='onnxruntime'")
+            raise InputError(
+                "precision='bf16' runs on OpenVINO: use backend='openvino' (or 'auto'), not backend='onnxruntime'"
+            )
         return _openvino_plan(request, facts, why)
     device = _device(request.device, facts.providers)
     candidates = _onnxruntime_options(request.precision, device, facts)
@@ -115,26 +116,36 @@ def plan_load(request: Request, facts: Facts) -> Plan:
         option = _openvino_option(request.precision, facts)
         if option is not None:
             if option.precision == "bf16" and facts.bf16_gate is None:
-                return Plan(request.objective, None, why + "bf16 on OpenVINO is a candidate: check its gate first",
-                            check_bf16=option)
+                return Plan(
+                    request.objective,
+                    None,
+                    why + "bf16 on OpenVINO is a candidate: check its gate first",
+                    check_bf16=option,
+                )
             candidates += (option,)
     if len(candidates) == 1:
         return Plan(request.objective, candidates[0], why + _single_reason(request, candidates[0]))
     known = {c.label: facts.speeds[c.label] for c in candidates if c.label in facts.speeds}
     if len(known) < len(candidates):
-        return Plan(request.objective, None, why + f"{len(candidates)} candidates for {request.objective}: "
-                    "measure them on this machine", measure=candidates)
+        return Plan(
+            request.objective,
+            None,
+            why + f"{len(candidates)} candidates for {request.objective}: measure them on this machine",
+            measure=candidates,
+        )
     best = max(candidates, key=lambda c: known[c.label])
     measured = ", ".join(f"{label} {speed:,.0f}" for label, speed in sorted(known.items(), key=lambda kv: -kv[1]))
-    return Plan(request.objective, best, why + f"fastest for {request.objective} on this machine "
-                f"(texts/s: {measured})")
+    return Plan(request.objective, best, why + f"fastest for {request.objective} on this machine (texts/s: {measured})")
 
 
 def check(request: Request) -> None:
     """InputError naming the value when a request field is not one of its choices."""
-    for name, value, allowed in (("device", request.device, DEVICES), ("precision", request.precision, PRECISIONS),
-                                 ("backend", request.backend, BACKENDS),
-                                 ("objective", request.objective, OBJECTIVES)):
+    for name, value, allowed in (
+        ("device", request.device, DEVICES),
+        ("precision", request.precision, PRECISIONS),
+        ("backend", request.backend, BACKENDS),
+        ("objective", request.objective, OBJECTIVES),
+    ):
         if value not in allowed:
             raise InputError(f"{name}={value!r} is not one of {', '.join(allowed)}")
 
@@ -148,7 +159,8 @@ def _device(device: str, providers: tuple[str, ...]) -> str:
         raise DeviceError(
             f"device='cuda' but this onnxruntime offers only {', '.join(providers) or 'no providers'}; "
             'install the CUDA build with pip install "jina-onnx[gpu]" (and uninstall onnxruntime), '
-            "or use device='cpu'")
+            "or use device='cpu'"
+        )
     return "cpu"
 
 
@@ -165,11 +177,14 @@ def _onnxruntime_options(precision: str, device: str, facts: Facts) -> tuple[Opt
 
 def _openvino_plan(request: Request, facts: Facts, why: str) -> Plan:
     if request.device == "cuda":
-        raise DeviceError("backend='openvino' runs on the CPU, not 'cuda'; use device='cpu' "
-                          "(or backend='onnxruntime' for CUDA)")
+        raise DeviceError(
+            "backend='openvino' runs on the CPU, not 'cuda'; use device='cpu' (or backend='onnxruntime' for CUDA)"
+        )
     if request.precision not in ("auto", "fp32", "bf16"):
-        raise InputError(f"precision={request.precision!r} is an ONNX Runtime variant; OpenVINO runs the fp32 graph "
-                         f"in fp32 or bf16: use backend='onnxruntime' for {request.precision}")
+        raise InputError(
+            f"precision={request.precision!r} is an ONNX Runtime variant; OpenVINO runs the fp32 graph "
+            f"in fp32 or bf16: use backend='onnxruntime' for {request.precision}"
+        )
     if not facts.openvino:
         raise MissingDependencyError('openvino is not installed: pip install "jina-onnx[openvino]"')
     if request.precision == "bf16" and not facts.bf16_units:
@@ -182,14 +197,22 @@ def _openvino_plan(request: Request, facts: Facts, why: str) -> Plan:
             return Plan(request.objective, None, why + "bf16 asked for: check its gate first", check_bf16=option)
         if not facts.bf16_gate:
             if request.precision == "bf16":
-                raise ArtifactError(f"{facts.name}: bf16 on OpenVINO misses its gate against PyTorch fp32 on "
-                                    f"this CPU ({facts.bf16_failure or 'recorded earlier'}); use precision='fp32'")
-            return Plan(request.objective, Option("openvino", "cpu", option.variant, "fp32"),
-                        why + "bf16 misses its gate on this CPU: OpenVINO runs fp32")
+                raise ArtifactError(
+                    f"{facts.name}: bf16 on OpenVINO misses its gate against PyTorch fp32 on "
+                    f"this CPU ({facts.bf16_failure or 'recorded earlier'}); use precision='fp32'"
+                )
+            return Plan(
+                request.objective,
+                Option("openvino", "cpu", option.variant, "fp32"),
+                why + "bf16 misses its gate on this CPU: OpenVINO runs fp32",
+            )
     if request.precision == "auto" and facts.bf16_units and facts.bf16_gate is False:
         why += f"bf16 misses its gate on this CPU ({facts.bf16_failure or 'recorded earlier'}): OpenVINO runs fp32; "
-    return Plan(request.objective, option, why + ("backend='openvino' asked for" if request.precision == "auto"
-                                                  else _single_reason(request, option)))
+    return Plan(
+        request.objective,
+        option,
+        why + ("backend='openvino' asked for" if request.precision == "auto" else _single_reason(request, option)),
+    )
 
 
 def _openvino_option(precision: str, facts: Facts) -> Option | None:

@@ -38,3 +38,21 @@ def cpu_name() -> str:
     import platform
 
     return platform.processor() or platform.machine()
+
+
+def package_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
+    """{name: installed version} for the named distributions that are installed (absent ones are left out).
+
+    Example:
+        >>> list(package_versions(["numpy", "no-such-package"]))
+        ['numpy']
+    """
+    from importlib import metadata
+
+    found = {}
+    for name in names:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return found

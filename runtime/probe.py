@@ -49,12 +49,14 @@ def batch_invariance(encode: Callable[[list[str]], np.ndarray]) -> float:
     together = encode(texts).astype(np.float64)
     alone = np.concatenate([encode([text]) for text in texts]).astype(np.float64)
     cosines = (together * alone).sum(1) / np.maximum(
-        np.linalg.norm(together, axis=1) * np.linalg.norm(alone, axis=1), 1e-12)
+        np.linalg.norm(together, axis=1) * np.linalg.norm(alone, axis=1), 1e-12
+    )
     return float(cosines.min())
 
 
-def probe_parity(encode: Callable[[list[str]], np.ndarray], texts: list[str], reference: np.ndarray,
-                 reference_name: str) -> Parity:
+def probe_parity(
+    encode: Callable[[list[str]], np.ndarray], texts: list[str], reference: np.ndarray, reference_name: str
+) -> Parity:
     """Parity of `encode` (texts -> un-normalized (n, dim)) with the reference on the probe texts, batch
     invariance included. Warnings are silenced: the probe truncates and repairs on purpose."""
     with warnings.catch_warnings():
@@ -64,8 +66,9 @@ def probe_parity(encode: Callable[[list[str]], np.ndarray], texts: list[str], re
     return parity(reference, candidate, reference_name, invariance)
 
 
-def parity(reference: np.ndarray, candidate: np.ndarray, reference_name: str,
-           invariance: float | None = None) -> Parity:
+def parity(
+    reference: np.ndarray, candidate: np.ndarray, reference_name: str, invariance: float | None = None
+) -> Parity:
     """Max abs diff and cosines between two (n, dim) arrays (and the batch invariance, when measured)."""
     ref = reference.astype(np.float64)
     cand = candidate.astype(np.float64)

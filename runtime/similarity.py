@@ -10,7 +10,7 @@ from .errors import InputError, InputTypeError
 FloatArray = npt.NDArray[np.float32]
 
 
-def l2_normalize(embeddings: FloatArray, eps: float = 1e-12) -> FloatArray:
+def l2_normalize(embeddings: npt.NDArray[np.floating], eps: float = 1e-12) -> FloatArray:
     """Scale each row to unit length; an all-zero row stays zero (as torch's F.normalize does)."""
     norms = np.linalg.norm(embeddings, axis=-1, keepdims=True)
     return (embeddings / np.maximum(norms, eps)).astype(np.float32, copy=False)

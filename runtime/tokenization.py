@@ -60,7 +60,7 @@ class TextTokenizer:
     def __init__(self, path: Path, max_length: int, pad_id: int) -> None:
         tokenizers = require("tokenizers", "cpu")
         try:
-            base = tokenizers.Tokenizer.from_file(str(path))  # type: ignore[attr-defined]
+            base = tokenizers.Tokenizer.from_file(str(path))
         except Exception as e:  # the Rust side raises a bare Exception on a bad file
             raise ArtifactError(f"{path}: cannot be loaded as a tokenizer ({e}); re-export the model") from e
         self.path = path
@@ -82,7 +82,7 @@ class TextTokenizer:
     def _copy(self, max_length: int) -> object:
         """A new tokenizer truncating at `max_length` (parsing one takes ~14 ms for a 30k vocabulary)."""
         tokenizers = require("tokenizers", "cpu")
-        return self._configure(tokenizers.Tokenizer.from_str(self._json), max_length)  # type: ignore[attr-defined]
+        return self._configure(tokenizers.Tokenizer.from_str(self._json), max_length)
 
     def _for_length(self, max_length: int) -> object:
         tokenizer = self._by_length.get(max_length)

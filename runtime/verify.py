@@ -6,6 +6,7 @@ texts stored at export, reproduce PyTorch's stored embeddings within the variant
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,8 +44,14 @@ def verify_artifact(directory: str | Path) -> list[Check]:
         manifest = load_manifest(directory)
     except JinaOnnxError as e:
         return [Check("manifest", False, str(e))]
-    checks = [Check("manifest", True, f"{manifest.name}, schema {manifest.schema_version}, "
-                                      f"variants {', '.join(p.value for p in manifest.variants)}")]
+    checks = [
+        Check(
+            "manifest",
+            True,
+            f"{manifest.name}, schema {manifest.schema_version}, "
+            f"variants {', '.join(p.value for p in manifest.variants)}",
+        )
+    ]
     files = [(manifest.tokenizer.file, manifest.tokenizer.sha256)]
     files += [(v.file, v.sha256) for v in manifest.variants.values()]
     if manifest.probe is not None:
@@ -59,18 +66,22 @@ def verify_artifact(directory: str | Path) -> list[Check]:
     for precision, variant in manifest.variants.items():
         label = f"{precision.value} probe"
         try:
-            model = open_option(directory, manifest, Option("onnxruntime", "cpu", precision.value, precision.value),
-                                None)
-            measured = probe_parity(lambda batch, m=model: m.encode(batch, normalize=False), texts, reference,
-                                    probe["reference"])
+            model = open_option(
+                directory, manifest, Option("onnxruntime", "cpu", precision.value, precision.value), None
+            )
+            measured = probe_parity(
+                functools.partial(model.encode, normalize=False), texts, reference, probe["reference"]
+            )
         except JinaOnnxError as e:
             checks.append(Check(label, False, str(e)))
             continue
         missed = GATES[precision].failures(measured)
         recorded = variant.parity
-        detail = (f"max abs diff {measured.max_abs_diff:.2e} (export: {recorded.max_abs_diff:.2e}), "
-                  f"min cosine {measured.min_cosine:.6f} (export: {recorded.min_cosine:.6f}), "
-                  f"batch invariance {measured.batch_invariance:.6f}")
+        detail = (
+            f"max abs diff {measured.max_abs_diff:.2e} (export: {recorded.max_abs_diff:.2e}), "
+            f"min cosine {measured.min_cosine:.6f} (export: {recorded.min_cosine:.6f}), "
+            f"batch invariance {measured.batch_invariance:.6f}"
+        )
         checks.append(Check(label, not missed, detail + (f"; FAILS {'; '.join(missed)}" if missed else "")))
     return checks
 

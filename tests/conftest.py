@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 
@@ -49,8 +49,9 @@ def artifact(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPat
     def get(size: str) -> Path:
         if size not in exported:
             out = tmp_path_factory.mktemp(f"artifact-{size}") / f"jina-{size}"
-            exported[size] = export_model(checkpoint(size), out, name=f"jina-embedding-{size}-en-v1",
-                                          precisions=["fp32", "fp16", "int8"])
+            exported[size] = export_model(
+                checkpoint(size), out, name=f"jina-embedding-{size}-en-v1", precisions=["fp32", "fp16", "int8"]
+            )
         return exported[size]
 
     return get
@@ -62,8 +63,12 @@ def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from jina_onnx.export import export_model
     from jina_onnx.export.synthetic import minilm_checkpoint
 
-    return export_model(minilm_checkpoint(), tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2",
-                        name="all-MiniLM-L6-v2", precisions=["fp32", "fp16", "int8"])
+    return export_model(
+        minilm_checkpoint(),
+        tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2",
+        name="all-MiniLM-L6-v2",
+        precisions=["fp32", "fp16", "int8"],
+    )
 
 
 @pytest.fixture(scope="session")

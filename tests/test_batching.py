@@ -15,10 +15,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from benchmarks.sts import load_sts
 from jina_onnx import DeviceError, InputError, InputTypeError, build_model
 from jina_onnx.batching import bucket_length, plan_batches
-
-from benchmarks.sts import load_sts
 
 
 def mixed_corpus(n: int = 120, seed: int = 0) -> list[str]:
@@ -124,8 +123,10 @@ def test_default_threads_are_the_physical_cores(t_model) -> None:
     cores = physical_cores()
     assert 1 <= cores <= (len(__import__("os").sched_getaffinity(0)))
     assert t_model.session.get_session_options().intra_op_num_threads == cores
-    assert build_model(t_model.directory, threads=1, precision="fp32").session.get_session_options(
-    ).intra_op_num_threads == 1
+    assert (
+        build_model(t_model.directory, threads=1, precision="fp32").session.get_session_options().intra_op_num_threads
+        == 1
+    )
 
 
 def test_auto_falls_back_to_cpu_when_cuda_cannot_start(artifact, monkeypatch, caplog) -> None:
@@ -133,8 +134,9 @@ def test_auto_falls_back_to_cpu_when_cuda_cannot_start(artifact, monkeypatch, ca
 
     import jina_onnx.engines.onnxruntime as session_module
 
-    monkeypatch.setattr(onnxruntime, "get_available_providers",
-                        lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(
+        onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    )
     monkeypatch.setattr(session_module, "missing_cuda_libraries", lambda: ["libcudnn.so.9"])
     with pytest.raises(DeviceError, match="missing libraries: libcudnn.so.9"):
         build_model(artifact("t"), device="cuda")
@@ -196,8 +198,9 @@ print(json.dumps(samples))
 
 
 def rss_samples(artifact_dir: Path, mode: str) -> list[float]:
-    result = subprocess.run([sys.executable, "-c", RSS_PROBE, str(artifact_dir), mode], capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-c", RSS_PROBE, str(artifact_dir), mode], capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -214,11 +217,16 @@ def test_memory_does_not_grow_with_new_shapes(artifact) -> None:
     assert third - first < 0.05 * first, (first, second, third)
 
 
-@given(st.lists(st.integers(0, 600), max_size=300), st.integers(1, 300), st.integers(1, 70_000),
-       st.sampled_from([128, 512]))
+@given(
+    st.lists(st.integers(0, 600), max_size=300),
+    st.integers(1, 300),
+    st.integers(1, 70_000),
+    st.sampled_from([128, 512]),
+)
 @settings(max_examples=300, deadline=None)
-def test_vectorized_planner_matches_the_per_text_rule(lengths: list[int], batch_size: int, budget: int,
-                                                      limit: int) -> None:
+def test_vectorized_planner_matches_the_per_text_rule(
+    lengths: list[int], batch_size: int, budget: int, limit: int
+) -> None:
     """plan_batches searches the sorted widths; the rule it implements, text by text, gives the same plan."""
     array = np.array(lengths, dtype=np.int64)
     order = np.argsort(-array, kind="stable")

@@ -1,4 +1,4 @@
-"""The side-by-side benchmark suite: one command writes JSON, Markdown and PNGs; README shows that JSON."""
+"""The side-by-side benchmark suite: one command writes JSON, Markdown and PNGs; docs/performance.md shows that JSON."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks import suite
-from benchmarks.report import README, readme_block, readme_results_json, render_markdown
+from benchmarks.report import PERFORMANCE, published_json, render_markdown, results_block
 from benchmarks.runners import RunnerSpec, Unsupported
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,9 +36,14 @@ def test_one_command_writes_json_markdown_and_plots(artifact, checkpoint, minilm
     shutil.copytree(minilm_artifact, work / "artifacts" / "all-MiniLM-L6-v2")
     shutil.copytree(checkpoint("t"), work / "checkpoints" / "t")
     out = tmp_path / "results"
-    done = subprocess.run([sys.executable, "-m", "benchmarks", "run", "--models", "t", "--smoke", "--out", str(out)],
-                          cwd=ROOT, env=os.environ | {"JINA_ONNX_BENCH_HOME": str(work)}, capture_output=True,
-                          text=True, timeout=900)
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--models", "t", "--smoke", "--out", str(out)],
+        cwd=ROOT,
+        env=os.environ | {"JINA_ONNX_BENCH_HOME": str(work)},
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     (json_path,) = out.glob("*.json")
     data = json.loads(json_path.read_text())
@@ -80,6 +85,7 @@ def fake_encoder(dim: int, fail: bool = False):  # type: ignore[no-untyped-def]
         if fail:
             raise RuntimeError("kernel missing")
         return np.stack([np.random.default_rng(len(t)).standard_normal(dim) for t in texts]).astype(np.float32)
+
     return encode
 
 
@@ -108,29 +114,43 @@ def test_unsupported_and_failing_baselines_are_reported_not_fatal(t_model, monke
     monkeypatch.setattr(suite, "tokenizer_for", lambda model: t_model.tokenizer)
     monkeypatch.setattr(suite, "cold_start", lambda spec, workloads, repeats: {"total_s": 1.0, "peak_rss_mb": 2.0})
     monkeypatch.setattr(suite, "SETTLE_S", 0)
-    result = suite.benchmark_model("t", "cpu", ("fp32",), ("torch", "st-onnx", "fastembed", "jina-onnx"), 1,
-                                   suite.SMOKE)
+    result = suite.benchmark_model(
+        "t", "cpu", ("fp32",), ("torch", "st-onnx", "fastembed", "jina-onnx"), 1, suite.SMOKE
+    )
     status = result["runners"]
     assert status["ST ONNX fp32"]["status"] == "unsupported" and "decoder_input_ids" in status["ST ONNX fp32"]["reason"]
-    assert status["fastembed fp32"] == status["fastembed fp32"] | {"status": "failed",
-                                                                   "reason": "RuntimeError: kernel missing"}
+    assert status["fastembed fp32"] == status["fastembed fp32"] | {
+        "status": "failed",
+        "reason": "RuntimeError: kernel missing",
+    }
     assert set(result["throughput"]["short"]) == {"torch fp32", "jina-onnx fp32"}
     assert result["quality_vs_torch_fp32"]["jina-onnx fp32"]["min_cosine"] > 0.999999  # same fake vectors
-    data = {"models": {"t": result}, "minilm": {"pairs": 0, "runners": {}}, "settings": suite.SMOKE.__dict__,
-            "machine": {"date": "2026-11-26", "cpu": "test", "physical_cores": 1, "cpu_flags": [],
-                        "onnxruntime": "x"}, "machine_name": "cpu-test-1c", "device": "cpu", "threads": 1,
-            "mode": "smoke", "command": "python -m benchmarks run", "wall_s": 1.0, "stem": "cpu-test"}
+    data = {
+        "models": {"t": result},
+        "minilm": {"pairs": 0, "runners": {}},
+        "settings": suite.SMOKE.__dict__,
+        "machine": {"date": "2026-11-26", "cpu": "test", "physical_cores": 1, "cpu_flags": [], "onnxruntime": "x"},
+        "machine_name": "cpu-test-1c",
+        "device": "cpu",
+        "threads": 1,
+        "mode": "smoke",
+        "command": "python -m benchmarks run",
+        "wall_s": 1.0,
+        "stem": "cpu-test",
+    }
     markdown = render_markdown(data)
     assert "| t | ST ONNX fp32 | unsupported: ValueError: Input decoder_input_ids" in markdown
     assert "| t | fastembed fp32 | failed: RuntimeError: kernel missing" in markdown
 
 
-def test_readme_performance_section_is_the_named_json() -> None:
-    json_path = readme_results_json()
-    assert json_path is not None and json_path.is_file(), "README.md has no Performance block naming a results JSON"
-    text = README.read_text()
-    assert readme_block(json_path) in text, "README.md's Performance block differs from its JSON: run " \
-        f"python -m benchmarks readme {json_path.relative_to(ROOT)}"
+def test_performance_page_shows_the_named_json() -> None:
+    json_path = published_json()
+    assert json_path is not None and json_path.is_file(), "docs/performance.md has no block naming a results JSON"
+    text = PERFORMANCE.read_text()
+    assert results_block(json_path) in text, (
+        "docs/performance.md's results differ from its JSON: run "
+        f"python -m benchmarks publish {json_path.relative_to(ROOT)}"
+    )
     data = json.loads(json_path.read_text())
     assert data["machine"]["cpu"] in text and data["mode"] == "full"
     for kind in ("throughput", "batch-speedup", "quality-speed"):
@@ -139,8 +159,9 @@ def test_readme_performance_section_is_the_named_json() -> None:
 
 def test_bad_arguments_and_a_missing_gpu_are_refused_up_front() -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "benchmarks", "run", *args], cwd=ROOT, capture_output=True,
-                              text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-m", "benchmarks", "run", *args], cwd=ROOT, capture_output=True, text=True, timeout=120
+        )
 
     done = run("--models", "t,xl")
     assert done.returncode != 0 and "unknown model xl; choose from t, s, b, l" in done.stderr
@@ -167,8 +188,11 @@ def test_unsupported_verdict_holds_only_for_the_versions_that_gave_it(monkeypatc
             calls.append(1)
             raise ValueError("still cannot run it")
 
-    monkeypatch.setitem(sys.modules, "sentence_transformers", types.SimpleNamespace(
-        SentenceTransformer=Broken, export_dynamic_quantized_onnx_model=None))
+    monkeypatch.setitem(
+        sys.modules,
+        "sentence_transformers",
+        types.SimpleNamespace(SentenceTransformer=Broken, export_dynamic_quantized_onnx_model=None),
+    )
     spec = runners.RunnerSpec("st-onnx", "fp32", "minilm", "cpu", 1)
     verdict = tmp_path / "st-onnx" / "minilm" / "UNSUPPORTED.json"
     with pytest.raises(runners.Unsupported, match="still cannot run it"):
@@ -195,20 +219,50 @@ def test_cuda_headline_compares_fp16_with_torch_fp16_and_shows_efficiency() -> N
         return r | ({"efficiency": efficiency, "raw_texts_per_s": rate / efficiency} if efficiency else {})
 
     labels = ["torch fp32", "torch fp16", "jina-onnx fp32", "jina-onnx fp16"]
-    sections = {"short_b256": {l: result(1000.0 * (i + 1), 0.9 if "jina" in l else None) for i, l in enumerate(labels)},
-                "long": {l: result(10.0 * (i + 1)) for i, l in enumerate(labels)},
-                "fixed128_b256": {l: result(100.0 * (i + 1)) for i, l in enumerate(labels)}}
-    data = {"settings": {"rounds": 3, "short_texts": 512, "long_texts": 24, "cold_repeats": 1, "fixed_texts": {"256": 1}},
-            "machine_name": "cuda-h100", "device": "cuda", "threads": 16, "mode": "full", "command": "x", "wall_s": 60,
-            "stem": "x", "machine": {"date": "2026-11-27", "onnxruntime": "1.31.1", "cpu": "cpu", "physical_cores": 16,
-                                     "cpu_flags": [], "gpu": "NVIDIA H100", "gpu_memory": "80 GB"},
-            "models": {"l": {"runners": {l: {"status": "ok"} for l in labels}, "throughput": sections,
-                             "speedup_vs_torch_fp32": {}, "latency": {}, "cold_start": {}, "quality_vs_torch_fp32": {}}},
-            "minilm": {"pairs": 0, "runners": {}}}
+    sections = {
+        "short_b256": {
+            name: result(1000.0 * (i + 1), 0.9 if "jina" in name else None) for i, name in enumerate(labels)
+        },
+        "long": {name: result(10.0 * (i + 1)) for i, name in enumerate(labels)},
+        "fixed128_b256": {name: result(100.0 * (i + 1)) for i, name in enumerate(labels)},
+    }
+    data = {
+        "settings": {"rounds": 3, "short_texts": 512, "long_texts": 24, "cold_repeats": 1, "fixed_texts": {"256": 1}},
+        "machine_name": "cuda-h100",
+        "device": "cuda",
+        "threads": 16,
+        "mode": "full",
+        "command": "x",
+        "wall_s": 60,
+        "stem": "x",
+        "machine": {
+            "date": "2026-11-27",
+            "onnxruntime": "1.31.1",
+            "cpu": "cpu",
+            "physical_cores": 16,
+            "cpu_flags": [],
+            "gpu": "NVIDIA H100",
+            "gpu_memory": "80 GB",
+        },
+        "models": {
+            "l": {
+                "runners": {name: {"status": "ok"} for name in labels},
+                "throughput": sections,
+                "speedup_vs_torch_fp32": {},
+                "latency": {},
+                "cold_start": {},
+                "quality_vs_torch_fp32": {},
+            }
+        },
+        "minilm": {"pairs": 0, "runners": {}},
+    }
     text = render_markdown(data)
     assert "| model | fp16 vs torch fp16 | fp16 vs torch fp32 |" in text and "int8 vs torch fp32" not in text
     assert "| l | 2.00x / 2.00x / 2.00x | 4.00x / 4.00x / 4.00x |" in text  # fp16 4000 vs torch fp16 2000
-    assert "| short, batch 256 | long | 128 tokens, batch 256 |" in text and "| l | jina-onnx fp16 | 0.90 (4,444/s raw)" in text
+    assert (
+        "| short, batch 256 | long | 128 tokens, batch 256 |" in text
+        and "| l | jina-onnx fp16 | 0.90 (4,444/s raw)" in text
+    )
 
 
 def test_each_runner_has_its_own_process_and_a_crash_is_reported(artifact, tmp_path: Path, monkeypatch) -> None:
@@ -242,5 +296,7 @@ def test_each_runner_has_its_own_process_and_a_crash_is_reported(artifact, tmp_p
         assert "process died (killed by signal SIGKILL)" in status["jina-onnx int8"]["reason"]
     finally:
         suite.close(encoders)
-    assert not any(Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
-                   for pid in pids.values())
+    assert not any(
+        Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
+        for pid in pids.values()
+    )

@@ -62,12 +62,18 @@ def test_user_error_is_one_line_without_traceback(tmp_path: Path) -> None:
     cli = shutil.which("jina-onnx", path=str(Path(sys.executable).parent))
     assert cli, "the jina-onnx console script is not installed next to this python"
     env = {"JINA_ONNX_HOME": str(tmp_path), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([cli, "similarity", "-m", "jina-embedding-s-en-v1", "a", "b"],
-                            capture_output=True, text=True, env=env, timeout=60)
+    result = subprocess.run(
+        [cli, "similarity", "-m", "jina-embedding-s-en-v1", "a", "b"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert result.stderr.strip().splitlines() == [
         f"jina-onnx: error: model 'jina-embedding-s-en-v1' is not exported yet (looked in "
-        f"{tmp_path / 'jina-embedding-s-en-v1'}); run: jina-onnx export jinaai/jina-embedding-s-en-v1"]
+        f"{tmp_path / 'jina-embedding-s-en-v1'}); run: jina-onnx export jinaai/jina-embedding-s-en-v1"
+    ]
     assert "Traceback" not in result.stderr
 
 
@@ -80,8 +86,11 @@ def test_bad_cli_usage_exits_2(capsys) -> None:
 def test_closed_pipe_ends_quietly_with_status_0(artifact) -> None:
     # `jina-onnx encode ... | head -1`: the reader closes the pipe after one line.
     texts = [f"sentence number {i}" for i in range(400)]
-    proc = subprocess.Popen([sys.executable, "-m", "jina_onnx", "-q", "encode", "-m", str(artifact("t")), "--device",
-                             "cpu", *texts], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jina_onnx", "-q", "encode", "-m", str(artifact("t")), "--device", "cpu", *texts],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     first = proc.stdout.readline()  # type: ignore[union-attr]
     proc.stdout.close()  # type: ignore[union-attr]
     _, stderr = proc.communicate(timeout=120)

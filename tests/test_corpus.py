@@ -21,10 +21,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from benchmarks.sts import load_sts
 from jina_onnx import build_model
 from jina_onnx.corpus import MANIFEST, REJECTED, CorpusError, embed_files
-
-from benchmarks.sts import load_sts
 
 
 def texts_for(count: int, seed: int) -> list[str]:
@@ -50,8 +49,9 @@ def write_corpus(directory: Path, shards: dict[str, list[str]]) -> Path:
         if name.endswith(".txt"):
             path.write_text("".join(t.replace("\n", " ") + "\n" for t in texts), encoding="utf-8")
         elif name.endswith(".jsonl"):
-            path.write_text("".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(texts)),
-                            encoding="utf-8")
+            path.write_text(
+                "".join(json.dumps({"text": t, "n": i}) + "\n" for i, t in enumerate(texts)), encoding="utf-8"
+            )
         else:
             pq.write_table(pa.table({"text": texts, "n": list(range(len(texts)))}), path, row_group_size=1000)
     return directory
@@ -82,8 +82,10 @@ def local_ray():  # type: ignore[no-untyped-def]
 
 @pytest.fixture(scope="module")
 def big_corpus(tmp_path_factory) -> tuple[Path, dict[str, list[str]]]:  # type: ignore[no-untyped-def]
-    shards = {f"part-{i}.{fmt}": texts_for(2500, seed=i) for i, fmt in
-              enumerate(["txt", "jsonl", "parquet", "txt", "jsonl", "parquet", "txt", "parquet"])}
+    shards = {
+        f"part-{i}.{fmt}": texts_for(2500, seed=i)
+        for i, fmt in enumerate(["txt", "jsonl", "parquet", "txt", "jsonl", "parquet", "txt", "parquet"])
+    }
     return write_corpus(tmp_path_factory.mktemp("corpus") / "in", shards), shards
 
 
@@ -95,26 +97,40 @@ def test_local_and_ray_jobs_equal_encode(big_corpus, artifact, local_ray, tmp_pa
     manifest = embed_files(source, tmp_path / "local", model=model)
     assert manifest["rows"] == 20_000 and manifest["rejected"] == 0 and len(manifest["shards"]) == 8
     assert json.loads((tmp_path / "local" / MANIFEST).read_text())["rows"] == 20_000
-    assert manifest["dim"] == 312 and manifest["artifact_sha256"] == model.manifest.variants[
-        next(iter(p for p in model.manifest.variants if p.value == "fp32"))].sha256
+    assert (
+        manifest["dim"] == 312
+        and manifest["artifact_sha256"]
+        == model.manifest.variants[next(iter(p for p in model.manifest.variants if p.value == "fp32"))].sha256
+    )
     local = read_output(tmp_path / "local")
     assert set(local) == set(truth)  # every id, exactly once
     ids = sorted(truth)
     reference = model.encode([truth[i] for i in ids])
     np.testing.assert_allclose(np.stack([local[i] for i in ids]), reference, atol=1e-6, rtol=1e-6)
     assert sorted(p.name for p in (tmp_path / "local").iterdir()) == sorted(
-        [f"{name}.parquet" for name in shards] + [MANIFEST])  # no temporary file left, no _rejected.jsonl
+        [f"{name}.parquet" for name in shards] + [MANIFEST]
+    )  # no temporary file left, no _rejected.jsonl
 
     from jina_onnx.ray import run_corpus_job
 
-    ray_manifest = run_corpus_job(str(source), str(tmp_path / "ray"), address=None, model=str(artifact("t")),
-                                  precision="fp32", workers=2, cpus_per_worker=0.5, threads=1)
+    ray_manifest = run_corpus_job(
+        str(source),
+        str(tmp_path / "ray"),
+        address=None,
+        model=str(artifact("t")),
+        precision="fp32",
+        workers=2,
+        cpus_per_worker=0.5,
+        threads=1,
+    )
     assert ray_manifest["rows"] == 20_000 and ray_manifest["runner"] == "ray (2 workers)"
     remote = read_output(tmp_path / "ray")
     assert set(remote) == set(truth)
     np.testing.assert_allclose(np.stack([remote[i] for i in ids]), reference, atol=1e-6, rtol=1e-6)
-    assert pq.read_schema(next((tmp_path / "ray").glob("*.parquet"))).field("embedding").type == \
-        pq.read_schema(next((tmp_path / "local").glob("*.parquet"))).field("embedding").type
+    assert (
+        pq.read_schema(next((tmp_path / "ray").glob("*.parquet"))).field("embedding").type
+        == pq.read_schema(next((tmp_path / "local").glob("*.parquet"))).field("embedding").type
+    )
 
 
 def test_embed_dataset_composes_with_ray_readers(artifact, local_ray, tmp_path: Path) -> None:
@@ -122,8 +138,14 @@ def test_embed_dataset_composes_with_ray_readers(artifact, local_ray, tmp_path: 
 
     texts = texts_for(300, seed=9)
     pq.write_table(pa.table({"text": texts}), tmp_path / "in.parquet")
-    ds = embed_dataset(local_ray.data.read_parquet(str(tmp_path / "in.parquet")), model=str(artifact("t")),
-                       precision="fp32", workers=1, cpus_per_worker=0.5, ship="path")
+    ds = embed_dataset(
+        local_ray.data.read_parquet(str(tmp_path / "in.parquet")),
+        model=str(artifact("t")),
+        precision="fp32",
+        workers=1,
+        cpus_per_worker=0.5,
+        ship="path",
+    )
     table = pa.concat_tables(local_ray.get(ds.to_arrow_refs()))
     got = table["embedding"].combine_chunks().flatten().to_numpy().reshape(len(texts), -1)
     expected = build_model(artifact("t"), device="cpu", precision="fp32").encode(table["text"].to_pylist())
@@ -133,8 +155,21 @@ def test_embed_dataset_composes_with_ray_readers(artifact, local_ray, tmp_path: 
 def test_resume_after_sigkill_gives_the_same_output(artifact, tmp_path: Path) -> None:
     shards = {f"s{i}.{fmt}": texts_for(1500, seed=20 + i) for i, fmt in enumerate(["txt", "jsonl", "parquet"] * 2)}
     source = write_corpus(tmp_path / "in", shards)
-    command = [sys.executable, "-m", "jina_onnx", "-q", "embed", str(source), str(tmp_path / "out"), "-m",
-               str(artifact("t")), "--precision", "fp32", "--device", "cpu"]
+    command = [
+        sys.executable,
+        "-m",
+        "jina_onnx",
+        "-q",
+        "embed",
+        str(source),
+        str(tmp_path / "out"),
+        "-m",
+        str(artifact("t")),
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while not list((tmp_path / "out").glob("*.parquet")):  # the first shard is complete...
@@ -181,8 +216,16 @@ def test_a_killed_ray_worker_changes_nothing(artifact, local_ray, tmp_path: Path
 
     killer = threading.Thread(target=kill_one_embedder, daemon=True)
     killer.start()
-    manifest = run_corpus_job(str(source), str(tmp_path / "out"), address=None, model=str(artifact("t")),
-                              precision="fp32", workers=2, cpus_per_worker=0.5, threads=1)
+    manifest = run_corpus_job(
+        str(source),
+        str(tmp_path / "out"),
+        address=None,
+        model=str(artifact("t")),
+        precision="fp32",
+        workers=2,
+        cpus_per_worker=0.5,
+        threads=1,
+    )
     killer.join(timeout=5)
     assert killed, "no embedding actor was killed: the job finished too soon to test anything"
     out = read_output(tmp_path / "out")
@@ -198,50 +241,85 @@ def bad_corpus(tmp_path: Path) -> Path:
     directory = tmp_path / "bad"
     directory.mkdir()
     (directory / "a.txt").write_bytes(b"fine\nalso fine\ncaf\xe9 latin-1\nlast\n")
-    (directory / "b.jsonl").write_text('{"text": "ok"}\n{"text": 42}\n{"text": null}\n{broken\n{"other": "x"}\n'
-                                       '{"text": "ok too"}\n')
+    (directory / "b.jsonl").write_text(
+        '{"text": "ok"}\n{"text": 42}\n{"text": null}\n{broken\n{"other": "x"}\n{"text": "ok too"}\n'
+    )
     pq.write_table(pa.table({"text": ["a", None, "c"]}), directory / "c.parquet")
     return directory
 
 
 def test_bad_rows_stop_the_job_by_default(bad_corpus: Path, artifact, tmp_path: Path) -> None:
-    with pytest.raises(CorpusError, match=r"a\.txt: row 2 \(id a\.txt:2\): not valid UTF-8 \(byte 3\); .*--on-bad-row skip"):
+    with pytest.raises(
+        CorpusError, match=r"a\.txt: row 2 \(id a\.txt:2\): not valid UTF-8 \(byte 3\); .*--on-bad-row skip"
+    ):
         embed_files(bad_corpus, tmp_path / "out", model=str(artifact("t")), precision="fp32", device="cpu")
     assert not list((tmp_path / "out").iterdir())  # no shard, no temporary file, no manifest
 
 
 @pytest.mark.parametrize("runner", ["local", "ray"])
-def test_bad_rows_skipped_are_set_aside_with_their_reason(bad_corpus: Path, artifact, tmp_path: Path,
-                                                          runner: str, request) -> None:
+def test_bad_rows_skipped_are_set_aside_with_their_reason(
+    bad_corpus: Path, artifact, tmp_path: Path, runner: str, request
+) -> None:
     if runner == "local":
-        manifest = embed_files(bad_corpus, tmp_path / "out", model=str(artifact("t")), precision="fp32",
-                               device="cpu", on_bad_row="skip", keep_text=True)
+        manifest = embed_files(
+            bad_corpus,
+            tmp_path / "out",
+            model=str(artifact("t")),
+            precision="fp32",
+            device="cpu",
+            on_bad_row="skip",
+            keep_text=True,
+        )
     else:
         request.getfixturevalue("local_ray")
         from jina_onnx.ray import run_corpus_job
 
-        manifest = run_corpus_job(str(bad_corpus), str(tmp_path / "out"), address=None, model=str(artifact("t")),
-                                  precision="fp32", workers=1, cpus_per_worker=0.5, on_bad_row="skip", keep_text=True)
+        manifest = run_corpus_job(
+            str(bad_corpus),
+            str(tmp_path / "out"),
+            address=None,
+            model=str(artifact("t")),
+            precision="fp32",
+            workers=1,
+            cpus_per_worker=0.5,
+            on_bad_row="skip",
+            keep_text=True,
+        )
     rejected = [json.loads(line) for line in (tmp_path / "out" / REJECTED).read_text().splitlines()]
     assert {(r["id"], r["reason"]) for r in rejected} == {
-        ("a.txt:2", "not valid UTF-8 (byte 3)"), ("b.jsonl:1", "text is int, not a string"),
-        ("b.jsonl:2", "text is null"), ("b.jsonl:3", "not valid JSON (Expecting property name enclosed in double quotes)"),
-        ("b.jsonl:4", "no 'text' field"), ("c.parquet:1", "text is null")}
+        ("a.txt:2", "not valid UTF-8 (byte 3)"),
+        ("b.jsonl:1", "text is int, not a string"),
+        ("b.jsonl:2", "text is null"),
+        ("b.jsonl:3", "not valid JSON (Expecting property name enclosed in double quotes)"),
+        ("b.jsonl:4", "no 'text' field"),
+        ("c.parquet:1", "text is null"),
+    }
     assert manifest["rows"] == 7 and manifest["rejected"] == 6
     table = pq.read_table(tmp_path / "out")
-    assert sorted(table["id"].to_pylist()) == ["a.txt:0", "a.txt:1", "a.txt:3", "b.jsonl:0", "b.jsonl:5",
-                                               "c.parquet:0", "c.parquet:2"]
+    assert sorted(table["id"].to_pylist()) == [
+        "a.txt:0",
+        "a.txt:1",
+        "a.txt:3",
+        "b.jsonl:0",
+        "b.jsonl:5",
+        "c.parquet:0",
+        "c.parquet:2",
+    ]
     assert "fine" in table["text"].to_pylist()
 
 
 def test_rerun_with_other_settings_is_refused(artifact, tmp_path: Path) -> None:
     source = write_corpus(tmp_path / "in", {"x.txt": ["one", "two"]})
     embed_files(source, tmp_path / "out", model=str(artifact("t")), precision="fp32", device="cpu")
-    with pytest.raises(CorpusError, match=r"x\.txt\.parquet: made with other settings \(onnx_sha256, precision\); "
-                                          "pass --overwrite"):
+    with pytest.raises(
+        CorpusError,
+        match=r"x\.txt\.parquet: made with other settings \(onnx_sha256, precision\); "
+        "pass --overwrite",
+    ):
         embed_files(source, tmp_path / "out", model=str(artifact("t")), precision="int8", device="cpu")
-    manifest = embed_files(source, tmp_path / "out", model=str(artifact("t")), precision="int8", device="cpu",
-                           overwrite=True)
+    manifest = embed_files(
+        source, tmp_path / "out", model=str(artifact("t")), precision="int8", device="cpu", overwrite=True
+    )
     assert manifest["precision"] == "int8" and manifest["rows"] == 2
     with pytest.raises(CorpusError, match="no input files"):
         embed_files(tmp_path / "nothing-*.txt", tmp_path / "out2", model=str(artifact("t")))
@@ -254,8 +332,25 @@ def test_cli_embed_prints_a_summary(artifact, tmp_path: Path, capsys) -> None:
     from jina_onnx.cli import main
 
     source = write_corpus(tmp_path / "in", {"q.jsonl": ["alpha", "beta", "gamma"]})
-    assert main(["-q", "embed", str(source), str(tmp_path / "out"), "-m", str(artifact("t")), "--precision", "fp32",
-                 "--device", "cpu", "--id-column", "n"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "embed",
+                str(source),
+                str(tmp_path / "out"),
+                "-m",
+                str(artifact("t")),
+                "--precision",
+                "fp32",
+                "--device",
+                "cpu",
+                "--id-column",
+                "n",
+            ]
+        )
+        == 0
+    )
     assert "3 texts embedded" in capsys.readouterr().out
     assert sorted(pq.read_table(tmp_path / "out")["id"].to_pylist()) == ["0", "1", "2"]
     assert main(["embed", str(source), str(tmp_path / "out"), "--workers", "0"]) == 1
@@ -269,14 +364,33 @@ def test_ray_refuses_a_pool_that_leaves_no_cpu_for_reading(artifact, local_ray, 
     shards = {f"c{i}.txt": texts_for(300, seed=70 + i) for i in range(4)}
     source = write_corpus(tmp_path / "in", shards)
     started = time.monotonic()
-    with pytest.raises(CorpusError, match=r"--workers 2 x --cpus-per-worker 1 take every CPU of this Ray cluster "
-                                          r"\(2\).*use --cpus-per-worker 0.75 or less"):
-        run_corpus_job(str(source), str(tmp_path / "refused"), address=None, model=str(artifact("t")),
-                       precision="fp32", workers=2, cpus_per_worker=1.0, threads=1)
+    with pytest.raises(
+        CorpusError,
+        match=r"--workers 2 x --cpus-per-worker 1 take every CPU of this Ray cluster "
+        r"\(2\).*use --cpus-per-worker 0.75 or less",
+    ):
+        run_corpus_job(
+            str(source),
+            str(tmp_path / "refused"),
+            address=None,
+            model=str(artifact("t")),
+            precision="fp32",
+            workers=2,
+            cpus_per_worker=1.0,
+            threads=1,
+        )
     assert time.monotonic() - started < 30
     assert not list((tmp_path / "refused").glob("*.parquet"))
-    manifest = run_corpus_job(str(source), str(tmp_path / "out"), address=None, model=str(artifact("t")),
-                              precision="fp32", workers=2, cpus_per_worker=0.75, threads=1)
+    manifest = run_corpus_job(
+        str(source),
+        str(tmp_path / "out"),
+        address=None,
+        model=str(artifact("t")),
+        precision="fp32",
+        workers=2,
+        cpus_per_worker=0.75,
+        threads=1,
+    )
     assert manifest["rows"] == len(expected_ids(shards))
     # The same rule on other clusters, without one: two nodes of one CPU; a worker larger than any node.
     with pytest.raises(CorpusError, match="take every CPU"):

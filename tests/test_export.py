@@ -10,13 +10,12 @@ import numpy as np
 import onnx
 import pytest
 
+from benchmarks.sts import load_sts
 from jina_onnx import build_model
 from jina_onnx.errors import ExportError, ParityError
 from jina_onnx.export import export_model
 from jina_onnx.manifest import load_manifest
 from jina_onnx.registry import find_spec
-
-from benchmarks.sts import load_sts
 
 LONG = "The committee reviewed every proposal with care before the final vote. " * 80  # > 512 tokens
 
@@ -32,8 +31,9 @@ def sentence_transformer(path: Path):  # type: ignore[no-untyped-def]
     return SentenceTransformer(str(path), device="cpu")
 
 
-@pytest.mark.parametrize("size", ["t", "s", pytest.param("b", marks=pytest.mark.slow),
-                                  pytest.param("l", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "size", ["t", "s", pytest.param("b", marks=pytest.mark.slow), pytest.param("l", marks=pytest.mark.slow)]
+)
 def test_export_matches_pytorch(size: str, checkpoint, artifact) -> None:
     directory = artifact(size)
     manifest = load_manifest(directory)
@@ -60,8 +60,9 @@ def test_export_matches_pytorch(size: str, checkpoint, artifact) -> None:
             assert cosines.min() >= (0.999 if precision == "fp16" else 0.98), (precision, cosines.min())
 
 
-@pytest.mark.parametrize("size,inputs", [("t", ["input_ids", "attention_mask", "token_type_ids"]),
-                                         ("s", ["input_ids", "attention_mask"])])
+@pytest.mark.parametrize(
+    "size,inputs", [("t", ["input_ids", "attention_mask", "token_type_ids"]), ("s", ["input_ids", "attention_mask"])]
+)
 def test_graph_layout(size: str, inputs: list[str], artifact) -> None:
     directory = artifact(size)
     graph = onnx.load(str(directory / "model.onnx"), load_external_data=False).graph
@@ -70,8 +71,15 @@ def test_graph_layout(size: str, inputs: list[str], artifact) -> None:
     dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
     files = sorted(p.name for p in directory.iterdir())
-    assert files == ["manifest.json", "model.cpu-opt.onnx", "model.fp16.onnx", "model.int8.onnx", "model.onnx",
-                     "probe.json", "tokenizer.json"]
+    assert files == [
+        "manifest.json",
+        "model.cpu-opt.onnx",
+        "model.fp16.onnx",
+        "model.int8.onnx",
+        "model.onnx",
+        "probe.json",
+        "tokenizer.json",
+    ]
     tokenizer = json.loads((directory / "tokenizer.json").read_text())
     assert tokenizer["truncation"] is None and tokenizer["padding"] is None
 
@@ -83,9 +91,8 @@ def test_t5_export_never_runs_remote_code(checkpoint) -> None:
 
 
 def test_minilm_matches_sentence_transformers_and_sts(minilm_artifact) -> None:
-    from jina_onnx.export.synthetic import minilm_checkpoint
-
     from benchmarks.sts import sts_spearman
+    from jina_onnx.export.synthetic import minilm_checkpoint
 
     first, second, scores = load_sts()
     reference = sentence_transformer(minilm_checkpoint())

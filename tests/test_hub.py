@@ -31,7 +31,10 @@ def test_export_by_name_uses_the_hub_snapshot(hub_cache: Path, tmp_path: Path) -
     manifest = load_manifest(out)
     assert manifest.name == "jina-embedding-t-en-v1"
     assert (manifest.source.kind, manifest.source.location, manifest.source.revision) == (
-        "hub", "jinaai/jina-embedding-t-en-v1", COMMIT)
+        "hub",
+        "jinaai/jina-embedding-t-en-v1",
+        COMMIT,
+    )
 
 
 def test_revision_pins_the_commit(hub_cache: Path) -> None:

@@ -6,8 +6,19 @@ import json
 import subprocess
 import sys
 
-HEAVY = ("torch", "transformers", "optimum", "sentence_transformers", "ray", "starlette", "fastapi", "uvicorn",
-         "prometheus_client", "pyarrow", "openvino")
+HEAVY = (
+    "torch",
+    "transformers",
+    "optimum",
+    "sentence_transformers",
+    "ray",
+    "starlette",
+    "fastapi",
+    "uvicorn",
+    "prometheus_client",
+    "pyarrow",
+    "openvino",
+)
 
 PROBE = """
 import json, sys
@@ -27,21 +38,31 @@ def loaded_heavy_modules(body: str) -> list[str]:
 def test_import_is_light() -> None:
     assert loaded_heavy_modules("import jina_onnx") == []
     # Importing the package must not even pull in onnxruntime: that waits for build_model.
-    assert "onnxruntime" not in subprocess.run(
-        [sys.executable, "-c", "import sys, jina_onnx; print(sorted(sys.modules))"],
-        capture_output=True, text=True, check=True).stdout
+    assert (
+        "onnxruntime"
+        not in subprocess.run(
+            [sys.executable, "-c", "import sys, jina_onnx; print(sorted(sys.modules))"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
 
 
 def test_build_and_encode_are_torch_free(artifact) -> None:
-    body = (f"from jina_onnx import build_model, encode, cos_sim\n"
-            f"m = build_model({str(artifact('t'))!r}, device='cpu')\n"
-            f"a, b = encode(model=m, data=['how is the weather today', 'What is the current weather like today?'])\n"
-            f"print(cos_sim(a, b))")
+    body = (
+        f"from jina_onnx import build_model, encode, cos_sim\n"
+        f"m = build_model({str(artifact('t'))!r}, device='cpu')\n"
+        f"a, b = encode(model=m, data=['how is the weather today', 'What is the current weather like today?'])\n"
+        f"print(cos_sim(a, b))"
+    )
     assert loaded_heavy_modules(body) == []
 
 
 def test_cli_help_and_similarity_are_torch_free(artifact) -> None:
-    body = ("from jina_onnx.cli import main\n"
-            "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
-            f"assert main(['-q', 'similarity', '-m', {str(artifact('t'))!r}, 'a', 'b']) == 0")
+    body = (
+        "from jina_onnx.cli import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit:\n    pass\n"
+        f"assert main(['-q', 'similarity', '-m', {str(artifact('t'))!r}, 'a', 'b']) == 0"
+    )
     assert loaded_heavy_modules(body) == []

@@ -32,47 +32,101 @@ CASES = [
     # 5-8: auto on a CPU: measured speeds decide, never the fixed order
     (Request("cpu"), Facts(variants=ALL, speeds=CPU_SPEEDS), ort("cpu", "fp32-opt")),
     (Request("cpu"), Facts(variants=ALL, speeds={**CPU_SPEEDS, "onnxruntime int8 on cpu": 2000.0}), ort("cpu", "int8")),
-    (Request("cpu"), Facts(variants=ALL), ("measure", (ort("cpu", "int8"), ort("cpu", "fp32-opt"), ort("cpu", "fp32")))),
+    (
+        Request("cpu"),
+        Facts(variants=ALL),
+        ("measure", (ort("cpu", "int8"), ort("cpu", "fp32-opt"), ort("cpu", "fp32"))),
+    ),
     (Request("cpu"), Facts(variants=("fp32",)), ort("cpu", "fp32")),  # one candidate: nothing to measure
     # 9-10: auto on CUDA: fp16 against fp32, measured
-    (Request("cuda"), Facts(variants=ALL, providers=WITH_CUDA), ("measure", (ort("cuda", "fp16"), ort("cuda", "fp32")))),
-    (Request("auto"), Facts(variants=ALL, providers=WITH_CUDA,
-                            speeds={"onnxruntime fp16 on cuda": 9000.0, "onnxruntime fp32 on cuda": 3000.0}),
-     ort("cuda", "fp16")),
+    (
+        Request("cuda"),
+        Facts(variants=ALL, providers=WITH_CUDA),
+        ("measure", (ort("cuda", "fp16"), ort("cuda", "fp32"))),
+    ),
+    (
+        Request("auto"),
+        Facts(
+            variants=ALL,
+            providers=WITH_CUDA,
+            speeds={"onnxruntime fp16 on cuda": 9000.0, "onnxruntime fp32 on cuda": 3000.0},
+        ),
+        ort("cuda", "fp16"),
+    ),
     # 11-12: device auto without CUDA runs on the CPU
     (Request("auto", "int8"), Facts(variants=ALL), ort("cpu", "int8")),
     (Request("cpu", "int8"), Facts(variants=ALL, providers=WITH_CUDA), ort("cpu", "int8")),  # CPU asked for: CPU
     (Request("auto"), Facts(variants=ALL, speeds=CPU_SPEEDS), ort("cpu", "fp32-opt")),
     # 13-17: OpenVINO installed, backend auto: it is one more candidate on the CPU
-    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True, speeds=WITH_OV),
-     ov("fp32-opt", "bf16")),
+    (
+        Request("cpu"),
+        Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True, speeds=WITH_OV),
+        ov("fp32-opt", "bf16"),
+    ),
     (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=True), ("check_bf16", ov("fp32-opt", "bf16"))),
-    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False, speeds=WITH_OV),
-     ort("cpu", "fp32-opt")),  # bf16 missed its gate: OpenVINO competes in fp32 (800), ONNX Runtime wins (1000)
-    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=False, speeds=CPU_SPEEDS),
-     ("measure", (ort("cpu", "int8"), ort("cpu", "fp32-opt"), ort("cpu", "fp32"), ov("fp32-opt", "fp32")))),
+    (
+        Request("cpu"),
+        Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False, speeds=WITH_OV),
+        ort("cpu", "fp32-opt"),
+    ),  # bf16 missed its gate: OpenVINO competes in fp32 (800), ONNX Runtime wins (1000)
+    (
+        Request("cpu"),
+        Facts(variants=ALL, openvino=True, bf16_units=False, speeds=CPU_SPEEDS),
+        ("measure", (ort("cpu", "int8"), ort("cpu", "fp32-opt"), ort("cpu", "fp32"), ov("fp32-opt", "fp32"))),
+    ),
     (Request("cpu", "int8"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True), ort("cpu", "int8")),
     # 18-19: the objective selects which measurements count (the facts hold that objective's speeds)
-    (Request("cpu", objective="latency"),
-     Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True,
-           speeds={**WITH_OV, "openvino bf16 on cpu": 400.0}), ort("cpu", "fp32-opt")),
-    (Request("cpu", "fp32"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True,
-                                   speeds={"onnxruntime fp32 on cpu": 700.0, "openvino fp32 on cpu": 800.0}),
-     ov("fp32-opt", "fp32")),  # fp32 means fp32 arithmetic: OpenVINO fp32 may run it, never bf16
+    (
+        Request("cpu", objective="latency"),
+        Facts(
+            variants=ALL,
+            openvino=True,
+            bf16_units=True,
+            bf16_gate=True,
+            speeds={**WITH_OV, "openvino bf16 on cpu": 400.0},
+        ),
+        ort("cpu", "fp32-opt"),
+    ),
+    (
+        Request("cpu", "fp32"),
+        Facts(
+            variants=ALL,
+            openvino=True,
+            bf16_units=True,
+            bf16_gate=True,
+            speeds={"onnxruntime fp32 on cpu": 700.0, "openvino fp32 on cpu": 800.0},
+        ),
+        ov("fp32-opt", "fp32"),
+    ),  # fp32 means fp32 arithmetic: OpenVINO fp32 may run it, never bf16
     # 20-24: backend openvino / precision bf16
-    (Request("cpu", "bf16", "openvino"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True),
-     ov("fp32-opt", "bf16")),
-    (Request("auto", "bf16"), Facts(variants=("fp32", "int8"), openvino=True, bf16_units=True, bf16_gate=True),
-     ov("fp32", "bf16")),  # no fused graph: the plain one
+    (
+        Request("cpu", "bf16", "openvino"),
+        Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True),
+        ov("fp32-opt", "bf16"),
+    ),
+    (
+        Request("auto", "bf16"),
+        Facts(variants=("fp32", "int8"), openvino=True, bf16_units=True, bf16_gate=True),
+        ov("fp32", "bf16"),
+    ),  # no fused graph: the plain one
     (Request("cpu", "fp32", "openvino"), Facts(variants=ALL, openvino=True, bf16_units=True), ov("fp32-opt", "fp32")),
     (Request("cpu", "auto", "openvino"), Facts(variants=ALL, openvino=True, bf16_units=False), ov("fp32-opt", "fp32")),
-    (Request("cpu", "auto", "openvino"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False),
-     ov("fp32-opt", "fp32")),
+    (
+        Request("cpu", "auto", "openvino"),
+        Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False),
+        ov("fp32-opt", "fp32"),
+    ),
     # 25-26: $JINA_ONNX_BACKEND decides what backend "auto" means
-    (Request("cpu"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True, env_backend="openvino"),
-     ov("fp32-opt", "bf16")),
-    (Request("cpu", "fp32"), Facts(variants=ALL, openvino=True, bf16_units=True, env_backend="onnxruntime"),
-     ort("cpu", "fp32")),
+    (
+        Request("cpu"),
+        Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=True, env_backend="openvino"),
+        ov("fp32-opt", "bf16"),
+    ),
+    (
+        Request("cpu", "fp32"),
+        Facts(variants=ALL, openvino=True, bf16_units=True, env_backend="onnxruntime"),
+        ort("cpu", "fp32"),
+    ),
 ]
 
 
@@ -90,20 +144,28 @@ def test_load_plan_table(request_: Request, facts: Facts, expected: object) -> N
 
 # (request, facts, error type, words the message must contain)
 REFUSALS = [
-    (Request("cuda"), Facts(variants=ALL), DeviceError, 'jina-onnx[gpu]'),
+    (Request("cuda"), Facts(variants=ALL), DeviceError, "jina-onnx[gpu]"),
     (Request("cpu", "fp16x"), Facts(), InputError, "precision='fp16x'"),
     (Request("cpu", backend="tensorrt"), Facts(), InputError, "backend='tensorrt'"),
     (Request("cpu", objective="speed"), Facts(), InputError, "objective='speed'"),
-    (Request("cpu", "int8"), Facts(variants=("fp32",), rejected={"int8": "missed its gate"}), ArtifactError,
-     "missed its gate"),
+    (
+        Request("cpu", "int8"),
+        Facts(variants=("fp32",), rejected={"int8": "missed its gate"}),
+        ArtifactError,
+        "missed its gate",
+    ),
     (Request("cpu", "fp32-opt"), Facts(variants=("fp32",)), ArtifactError, "--optimize"),
     (Request("cpu", "bf16", "onnxruntime"), Facts(variants=ALL), InputError, "runs on OpenVINO"),
     (Request("cuda", "auto", "openvino"), Facts(variants=ALL, openvino=True), DeviceError, "device='cpu'"),
     (Request("cpu", "int8", "openvino"), Facts(variants=ALL, openvino=True), InputError, "backend='onnxruntime'"),
     (Request("cpu", "bf16"), Facts(variants=ALL, openvino=False), MissingDependencyError, "jina-onnx[openvino]"),
     (Request("cpu", "bf16"), Facts(variants=ALL, openvino=True, bf16_units=False), DeviceError, "no bf16 units"),
-    (Request("cpu", "bf16"), Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False), ArtifactError,
-     "misses its gate"),
+    (
+        Request("cpu", "bf16"),
+        Facts(variants=ALL, openvino=True, bf16_units=True, bf16_gate=False),
+        ArtifactError,
+        "misses its gate",
+    ),
     (Request("cpu"), Facts(variants=ALL, env_backend="tensorrt"), InputError, "$JINA_ONNX_BACKEND"),
 ]
 

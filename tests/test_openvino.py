@@ -14,13 +14,20 @@ import numpy as np
 import pytest
 
 from jina_onnx import ArtifactError, DeviceError, InputError, MissingDependencyError, build_model
-from jina_onnx.engines import checks as backends, openvino as openvino_backend
-from jina_onnx.engines.checks import CHECKS_FILE
 from jina_onnx.batching import bucket_length
+from jina_onnx.engines import checks as backends
+from jina_onnx.engines import openvino as openvino_backend
+from jina_onnx.engines.checks import CHECKS_FILE
 from jina_onnx.registry import home_dir
 
-TEXTS = ["how is the weather today", "What is the current weather like today?", "A man is playing a guitar.",
-         "", "Ünïcödé façade – naïve café 😀", "The quick brown fox jumps over the lazy dog. " * 60]
+TEXTS = [
+    "how is the weather today",
+    "What is the current weather like today?",
+    "A man is playing a guitar.",
+    "",
+    "Ünïcödé façade – naïve café 😀",
+    "The quick brown fox jumps over the lazy dog. " * 60,
+]
 BF16 = openvino_backend.cpu_has_bf16()
 
 
@@ -58,8 +65,12 @@ def test_batches_cut_across_streams_give_the_same_rows(artifact, tmp_path) -> No
     texts = [f"sentence {i} about {'the weather ' * (i % 13)}" for i in range(41)]  # 32 + 9: both cut, unevenly
     bulk = model.encode(texts, batch_size=32)  # cut across both streams
     assert model.session._small is None  # bulk work never compiles the single-stream model
-    np.testing.assert_allclose(bulk, build_model(directory, device="cpu", precision="fp32",
-                                                 backend="onnxruntime").encode(texts), atol=1e-4, rtol=0)
+    np.testing.assert_allclose(
+        bulk,
+        build_model(directory, device="cpu", precision="fp32", backend="onnxruntime").encode(texts),
+        atol=1e-4,
+        rtol=0,
+    )
     # A lone text runs whole on the single-stream compile, which reads the file again: a file changed
     # since loading is refused there, never used.
     onnx = model.onnx_path
@@ -133,8 +144,9 @@ def test_bf16_gate_runs_at_first_load_and_is_cached(artifact, tmp_path, monkeypa
 
 
 @pytest.mark.skipif(not BF16, reason="needs bf16 units")
-def test_bf16_that_misses_its_gate_is_never_used(artifact, tmp_path, monkeypatch: pytest.MonkeyPatch,
-                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_bf16_that_misses_its_gate_is_never_used(
+    artifact, tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = shutil.copytree(artifact("t"), tmp_path / "t")  # the shared artifact stays as exported
     manifest = json.loads((directory / "manifest.json").read_text())
     manifest["extra"].pop("openvino", None)
@@ -156,8 +168,9 @@ def test_bf16_that_misses_its_gate_is_never_used(artifact, tmp_path, monkeypatch
     assert "bf16 misses its gate" in caplog.text
 
 
-def test_plain_graph_where_the_fused_one_is_absent_or_unreadable(artifact, tmp_path,
-                                                                 caplog: pytest.LogCaptureFixture) -> None:
+def test_plain_graph_where_the_fused_one_is_absent_or_unreadable(
+    artifact, tmp_path, caplog: pytest.LogCaptureFixture
+) -> None:
     reference = build_model(artifact("t"), device="cpu", precision="fp32", backend="onnxruntime").encode(TEXTS[:5])
     # Exported without --optimize: no fused graph, OpenVINO runs model.onnx.
     plain = shutil.copytree(artifact("t"), tmp_path / "plain")
@@ -198,8 +211,9 @@ def test_auto_without_openvino_uses_onnxruntime(artifact, monkeypatch: pytest.Mo
 
 
 @pytest.mark.parametrize(("faster", "expected"), [("openvino", "openvino"), ("onnxruntime int8", "onnxruntime")])
-def test_auto_measures_once_picks_the_faster_and_logs_it(artifact, tmp_path, monkeypatch: pytest.MonkeyPatch,
-                                                         caplog: pytest.LogCaptureFixture, faster, expected) -> None:
+def test_auto_measures_once_picks_the_faster_and_logs_it(
+    artifact, tmp_path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, faster, expected
+) -> None:
     monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
     measured = []
 
@@ -269,14 +283,17 @@ def test_first_calls_from_many_threads_do_not_deadlock(artifact) -> None:
     # OpenVINO's binding initializes C++ statics on the first infer; threads racing there deadlocked
     # 1 run in 5 (8 threads, 3 texts each) before OpenVINOSession made the first inference itself. A race:
     # this guard catches a regression often, not always. Each run is a fresh process.
-    script = ("import sys, threading; from jina_onnx import build_model; sys.setswitchinterval(1e-6)\n"
-              "m = build_model(sys.argv[1], device='cpu', precision='fp32', backend='openvino')\n"
-              "ts = [threading.Thread(target=m.encode, args=([f'text {i}' * (k + 1) for i in range(n)],))\n"
-              "      for k in range(8) for n in (3, 20)]\n"
-              "[t.start() for t in ts]; [t.join() for t in ts]; print('done')\n")
+    script = (
+        "import sys, threading; from jina_onnx import build_model; sys.setswitchinterval(1e-6)\n"
+        "m = build_model(sys.argv[1], device='cpu', precision='fp32', backend='openvino')\n"
+        "ts = [threading.Thread(target=m.encode, args=([f'text {i}' * (k + 1) for i in range(n)],))\n"
+        "      for k in range(8) for n in (3, 20)]\n"
+        "[t.start() for t in ts]; [t.join() for t in ts]; print('done')\n"
+    )
     for _ in range(3):
-        run = subprocess.run([sys.executable, "-c", script, str(artifact("t"))], capture_output=True, text=True,
-                             timeout=120, check=False)
+        run = subprocess.run(
+            [sys.executable, "-c", script, str(artifact("t"))], capture_output=True, text=True, timeout=120, check=False
+        )
         assert run.returncode == 0 and run.stdout.strip() == "done", run.stderr[-2000:]
 
 
@@ -294,18 +311,50 @@ def test_bad_requests_name_the_fix(artifact) -> None:
 def test_cli_runs_openvino(artifact, capsys: pytest.CaptureFixture[str]) -> None:
     from jina_onnx.cli import main
 
-    assert main(["-q", "similarity", "-m", str(artifact("t")), "--backend", "openvino", "--precision", "fp32",
-                 "how is the weather today", "What is the current weather like today?"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "similarity",
+                "-m",
+                str(artifact("t")),
+                "--backend",
+                "openvino",
+                "--precision",
+                "fp32",
+                "how is the weather today",
+                "What is the current weather like today?",
+            ]
+        )
+        == 0
+    )
     openvino_value = float(capsys.readouterr().out.strip().split()[-1])
-    assert main(["-q", "similarity", "-m", str(artifact("t")), "--backend", "onnxruntime", "--precision", "fp32",
-                 "how is the weather today", "What is the current weather like today?"]) == 0
+    assert (
+        main(
+            [
+                "-q",
+                "similarity",
+                "-m",
+                str(artifact("t")),
+                "--backend",
+                "onnxruntime",
+                "--precision",
+                "fp32",
+                "how is the weather today",
+                "What is the current weather like today?",
+            ]
+        )
+        == 0
+    )
     assert abs(float(capsys.readouterr().out.strip().split()[-1]) - openvino_value) < 1e-4
 
 
 def test_home_dir_holds_the_cache(tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
     backends.store_speeds(home_dir(), {"openvino bf16": "k"}, {"openvino bf16": 123.4})
-    assert backends.cached_speeds(home_dir(), {"openvino bf16": "k", "onnxruntime int8": "j"}) == {"openvino bf16": 123.4}
+    assert backends.cached_speeds(home_dir(), {"openvino bf16": "k", "onnxruntime int8": "j"}) == {
+        "openvino bf16": 123.4
+    }
     (tmp_path / CHECKS_FILE).write_text("{half a file")  # a crash mid-write by an older version: measure again
     assert backends.cached_speeds(home_dir(), {"openvino bf16": "k"}) == {}
 

@@ -14,11 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks.sts import load_sts
 from jina_onnx import EmbeddingModel, InputTypeError, build_model, hostpath
 from jina_onnx.batching import DEVICE_DEFAULTS, sort_windows
 from jina_onnx.tokenization import TokenizedBatch
-
-from benchmarks.sts import load_sts
 
 
 def mixed_texts(count: int, seed: int = 0) -> list[str]:
@@ -43,8 +42,10 @@ def same_plan_serially(model, texts: list[str], **options: int) -> np.ndarray:  
 @pytest.fixture(scope="module")
 def models(artifact):  # type: ignore[no-untyped-def]
     """(serial, with 3 host workers) t fp32 models on the same artifact."""
-    return (build_model(artifact("t"), device="cpu", precision="fp32", pipeline=False),
-            build_model(artifact("t"), device="cpu", precision="fp32", host_workers=3))
+    return (
+        build_model(artifact("t"), device="cpu", precision="fp32", pipeline=False),
+        build_model(artifact("t"), device="cpu", precision="fp32", host_workers=3),
+    )
 
 
 def test_pipelined_equals_serial_exactly(models, artifact) -> None:
@@ -63,8 +64,15 @@ def test_pipelined_equals_serial_exactly(models, artifact) -> None:
         assert np.array_equal(streamed, np.concatenate(list(serial.encode_iter(iter(texts), chunk_size=700))))
     # The GPU's host path (windows that ramp up), run here on the CPU session: bit-identical to the same
     # plan done in this thread, and the same vectors as the serial model within float noise.
-    gpu_like = EmbeddingModel(pipelined.directory, pipelined.manifest, pipelined.variant, "cuda", None,
-                              engine=pipelined.engine, host_workers=3)
+    gpu_like = EmbeddingModel(
+        pipelined.directory,
+        pipelined.manifest,
+        pipelined.variant,
+        "cuda",
+        None,
+        engine=pipelined.engine,
+        host_workers=3,
+    )
     with pytest.warns(UserWarning, match="truncated"):
         ramped = gpu_like.encode(texts)
     assert np.array_equal(ramped, same_plan_serially(gpu_like, texts))
@@ -190,7 +198,7 @@ def test_threads_share_one_pipelined_model(models) -> None:
     for thread in threads:
         thread.join(timeout=120)
     assert not errors
-    for index, texts in enumerate(jobs):
+    for index in range(len(jobs)):
         assert np.array_equal(results[index], expected[index])  # same plan, shared model, 8 threads: bit-equal
 
 
@@ -201,7 +209,7 @@ def test_vectorized_padding_matches_row_by_row(models) -> None:
     input_ids, mask = tokenizer.pad(ids, 48)
     assert input_ids.shape == mask.shape == (57, 48) and input_ids.dtype == mask.dtype == np.int64
     for row, seq in enumerate(ids):
-        assert input_ids[row, : len(seq)].tolist() == seq and (input_ids[row, len(seq):] == tokenizer.pad_id).all()
+        assert input_ids[row, : len(seq)].tolist() == seq and (input_ids[row, len(seq) :] == tokenizer.pad_id).all()
         assert mask[row].tolist() == [1] * len(seq) + [0] * (48 - len(seq))
     with pytest.raises(ValueError, match="does not fit width 8"):
         tokenizer.pad(ids, 8)
@@ -255,9 +263,15 @@ def test_a_forked_child_encodes_as_fast_as_its_parent(artifact) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TOKENIZERS_PARALLELISM"}
 
     def speeds(workers: int) -> dict[str, float]:
-        done = subprocess.run([sys.executable, "-c", FORK_CHECK, str(artifact("t")), str(workers)],
-                              capture_output=True, text=True, timeout=300, env=env,
-                              cwd=Path(__file__).resolve().parent.parent, check=False)
+        done = subprocess.run(
+            [sys.executable, "-c", FORK_CHECK, str(artifact("t")), str(workers)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=Path(__file__).resolve().parent.parent,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 

@@ -19,18 +19,31 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from benchmarks.sts import load_sts
 from jina_onnx import ArtifactError, ModelNotFoundError, TruncationWarning, build_model
 from jina_onnx.cli import main
 from jina_onnx.errors import ExportError, HubError
 from jina_onnx.export import export_model
 from jina_onnx.manifest import sha256_file
 
-from benchmarks.sts import load_sts
-
 HOSTILE = [
-    "", " ", "\t\n\r  \u3000", "\x00", "a\x00b", "\x07\x1b[31mred\x1b[0m", "\u202eRTL override\u202c",
-    "שלום עולם", "مرحبا بالعالم", "e\u0301\u0302\u0303\u0304" * 50, "👩‍👩‍👧‍👦🏳️‍🌈" * 20, "\ufeffBOM",
-    "\U0010ffff\U000e0001", "🙂" * 3000, "x" * 5000, "\ud800 lone high", "lone low \udfff",
+    "",
+    " ",
+    "\t\n\r  \u3000",
+    "\x00",
+    "a\x00b",
+    "\x07\x1b[31mred\x1b[0m",
+    "\u202eRTL override\u202c",
+    "שלום עולם",
+    "مرحبا بالعالم",
+    "e\u0301\u0302\u0303\u0304" * 50,
+    "👩‍👩‍👧‍👦🏳️‍🌈" * 20,
+    "\ufeffBOM",
+    "\U0010ffff\U000e0001",
+    "🙂" * 3000,
+    "x" * 5000,
+    "\ud800 lone high",
+    "lone low \udfff",
 ]
 unicode_text = st.text(alphabet=st.characters(exclude_categories=()), max_size=300)  # surrogates included
 texts_strategy = st.lists(st.one_of(unicode_text, st.sampled_from(HOSTILE)), min_size=1, max_size=12)
@@ -103,12 +116,14 @@ def test_hundred_thousand_items_keep_their_order(t_model) -> None:
 
 # --- damaged artifacts ------------------------------------------------------------------------
 
+
 @pytest.fixture
 def copy_of(artifact, tmp_path: Path):  # type: ignore[no-untyped-def]
     def make(size: str) -> Path:
         target = tmp_path / f"copy-{size}"
         shutil.copytree(artifact(size), target)
         return target
+
     return make
 
 
@@ -151,8 +166,9 @@ def test_verify_catches_a_wrong_graph_with_a_matching_checksum(copy_of, tmp_path
     """Another model's graph of the same shape loads fine; only the probe comparison can tell."""
     from jina_onnx.export.synthetic import write_checkpoint
 
-    other = export_model(write_checkpoint("t", tmp_path / "other-ckpt", seed=1), tmp_path / "other",
-                         precisions=["fp32"], optimize=False)
+    other = export_model(
+        write_checkpoint("t", tmp_path / "other-ckpt", seed=1), tmp_path / "other", precisions=["fp32"], optimize=False
+    )
     directory = copy_of("t")
     shutil.copy(other / "model.onnx", directory / "model.onnx")
     manifest = json.loads((directory / "manifest.json").read_text())
@@ -171,10 +187,13 @@ def test_verify_on_a_broken_manifest(tmp_path: Path, capsys) -> None:
 
 # --- export faults -----------------------------------------------------------------------------
 
+
 def test_killed_export_leaves_nothing_loadable(checkpoint, tmp_path: Path) -> None:
     out = tmp_path / "killed"
-    code = ("import logging, sys\nfrom jina_onnx.export import export_model\n"
-            f"export_model({str(checkpoint('s'))!r}, {str(out)!r}, precisions=['fp32', 'fp16', 'int8'])")
+    code = (
+        "import logging, sys\nfrom jina_onnx.export import export_model\n"
+        f"export_model({str(checkpoint('s'))!r}, {str(out)!r}, precisions=['fp32', 'fp16', 'int8'])"
+    )
     process = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait until the graph is being written or checked
@@ -196,10 +215,13 @@ def test_killed_export_leaves_nothing_loadable(checkpoint, tmp_path: Path) -> No
     assert build_model(out).precision == "fp32"
 
 
-@pytest.mark.parametrize("error,reason,message", [
-    ("RepositoryNotFoundError", "repo", "does not exist or is private"),
-    ("RevisionNotFoundError", "revision", "has no revision 'v9'"),
-])
+@pytest.mark.parametrize(
+    "error,reason,message",
+    [
+        ("RepositoryNotFoundError", "repo", "does not exist or is private"),
+        ("RevisionNotFoundError", "revision", "has no revision 'v9'"),
+    ],
+)
 def test_hub_errors_say_what_failed(monkeypatch, error: str, reason: str, message: str) -> None:
     import huggingface_hub
     from huggingface_hub import errors
@@ -239,6 +261,7 @@ def test_safetensors_preferred_over_pickle(checkpoint, tmp_path: Path) -> None:
 
 
 # --- concurrency -------------------------------------------------------------------------------
+
 
 def test_sixteen_threads_for_a_minute(artifact) -> None:
     seconds = float(os.environ.get("JINA_ONNX_CONCURRENCY_SECONDS", "60"))

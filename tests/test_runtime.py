@@ -10,8 +10,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jina_onnx import (ArtifactError, DeviceError, InputError, InputTypeError, ModelNotFoundError,
-                       TruncationWarning, build_model, cos_sim, encode)
+from jina_onnx import (
+    ArtifactError,
+    DeviceError,
+    InputError,
+    InputTypeError,
+    ModelNotFoundError,
+    TruncationWarning,
+    build_model,
+    cos_sim,
+    encode,
+)
 
 SEED = ["how is the weather today", "What is the current weather like today?"]
 
@@ -70,14 +79,17 @@ def test_max_length_argument(t_model) -> None:
             t_model.encode([text], max_length=bad)
 
 
-@pytest.mark.parametrize("data,message", [
-    (["ok", None], r"data\[1\] is None"),
-    (["ok", "fine", 3], r"data\[2\] is int"),
-    ([["nested"]], r"data\[0\] is list"),
-    ("a single string", "wrap it"),
-    (None, "got NoneType"),
-    ([b"bytes"], r"data\[0\] is bytes"),
-])
+@pytest.mark.parametrize(
+    "data,message",
+    [
+        (["ok", None], r"data\[1\] is None"),
+        (["ok", "fine", 3], r"data\[2\] is int"),
+        ([["nested"]], r"data\[0\] is list"),
+        ("a single string", "wrap it"),
+        (None, "got NoneType"),
+        ([b"bytes"], r"data\[0\] is bytes"),
+    ],
+)
 def test_bad_inputs_name_the_problem(t_model, data, message) -> None:
     with pytest.raises(InputTypeError, match=message):
         t_model.encode(data)

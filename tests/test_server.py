@@ -24,11 +24,10 @@ import httpx
 import numpy as np
 import pytest
 
-from jina_onnx import build_model
-from jina_onnx.serve.batcher import Batcher, Overloaded
-
 from benchmarks.serve import free_port, stop
 from benchmarks.sts import load_sts
+from jina_onnx import build_model
+from jina_onnx.serve.batcher import Batcher, Overloaded
 
 T_NAME, S_NAME = "jina-embedding-t-en-v1", "jina-embedding-s-en-v1"
 
@@ -36,9 +35,13 @@ T_NAME, S_NAME = "jina-embedding-t-en-v1", "jina-embedding-s-en-v1"
 @contextlib.contextmanager
 def server(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "jina_onnx", "-q", "serve", "--port", str(port), "--device", "cpu",
-                             *args], env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jina_onnx", "-q", "serve", "--port", str(port), "--device", "cpu", *args],
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90
@@ -66,8 +69,10 @@ def mixed(count: int, seed: int) -> list[str]:
 @pytest.fixture(scope="module")
 def served(artifact) -> Iterator[tuple[str, dict]]:  # type: ignore[no-untyped-def]
     """A server of t and s (fp32) and the same models in-process, for comparison."""
-    models = {T_NAME: build_model(artifact("t"), device="cpu", precision="fp32"),
-              S_NAME: build_model(artifact("s"), device="cpu", precision="fp32")}
+    models = {
+        T_NAME: build_model(artifact("t"), device="cpu", precision="fp32"),
+        S_NAME: build_model(artifact("s"), device="cpu", precision="fp32"),
+    }
     with server("-m", str(artifact("t")), "-m", str(artifact("s")), "--precision", "fp32") as (url, _):
         yield url, models
 
@@ -82,12 +87,20 @@ def test_openai_client_and_httpx_equal_encode(served) -> None:
     for encoding in (None, "float", "base64"):  # None: the client asks for base64 and decodes it itself
         options = {"encoding_format": encoding} if encoding else {}
         result = client.embeddings.create(model=T_NAME, input=texts, **options)  # type: ignore[arg-type]
-        got = np.array([np.frombuffer(base64.b64decode(d.embedding), "<f4") if encoding == "base64" else d.embedding
-                        for d in result.data], dtype=np.float32)
+        got = np.array(
+            [
+                np.frombuffer(base64.b64decode(d.embedding), "<f4") if encoding == "base64" else d.embedding
+                for d in result.data
+            ],
+            dtype=np.float32,
+        )
         np.testing.assert_allclose(got, expected, atol=1e-6)
         assert [d.index for d in result.data] == list(range(len(texts))) and result.model == T_NAME
-        assert result.usage.prompt_tokens == result.usage.total_tokens == int(
-            models[T_NAME].tokenizer.tokenize(texts).lengths.sum())
+        assert (
+            result.usage.prompt_tokens
+            == result.usage.total_tokens
+            == int(models[T_NAME].tokenizer.tokenize(texts).lengths.sum())
+        )
     one = httpx.post(f"{url}/v1/embeddings", json={"model": S_NAME, "input": texts[0]}).json()
     np.testing.assert_allclose(one["data"][0]["embedding"], models[S_NAME].encode(texts[:1])[0], atol=1e-6)
     tei = httpx.post(f"{url}/embed", json={"model": S_NAME, "inputs": texts, "normalize": False})
@@ -124,10 +137,20 @@ def test_64_concurrent_clients_get_their_own_rows(served) -> None:
         for got in rounds:
             np.testing.assert_allclose(got, expected[index], atol=1e-5)  # crosstalk would be off by ~1
     metrics = httpx.get(f"{url}/metrics").text
-    count = float(next(line.split()[-1] for line in metrics.splitlines()
-                       if line.startswith(f'jina_onnx_batch_texts_count{{model="{T_NAME}"}}')))
-    total = float(next(line.split()[-1] for line in metrics.splitlines()
-                       if line.startswith(f'jina_onnx_batch_texts_sum{{model="{T_NAME}"}}')))
+    count = float(
+        next(
+            line.split()[-1]
+            for line in metrics.splitlines()
+            if line.startswith(f'jina_onnx_batch_texts_count{{model="{T_NAME}"}}')
+        )
+    )
+    total = float(
+        next(
+            line.split()[-1]
+            for line in metrics.splitlines()
+            if line.startswith(f'jina_onnx_batch_texts_sum{{model="{T_NAME}"}}')
+        )
+    )
     assert total / count > 1.5, "concurrent requests were not batched together"
     assert 'jina_onnx_requests_total{endpoint="/v1/embeddings",status="200"}' in metrics
     assert "jina_onnx_request_seconds_bucket" in metrics and "jina_onnx_queue_depth" in metrics
@@ -152,8 +175,10 @@ def test_benchmark_load_generator_reads_whole_responses(served) -> None:
 
     status, raw = run_loop(one())
     assert status == 200
-    assert json.loads(raw) == httpx.post(f"{url}/v1/embeddings", content=body,
-                                         headers={"Content-Type": "application/json"}).json()
+    assert (
+        json.loads(raw)
+        == httpx.post(f"{url}/v1/embeddings", content=body, headers={"Content-Type": "application/json"}).json()
+    )
     row = run_loop(load(f"{url}/v1/embeddings", T_NAME, mixed(30, 8), per_request=3, concurrency=4, requests=40))
     assert row["failures"] == 0 and row["requests"] == 40 and row["texts_per_s"] > 0 and row["p99_ms"] >= row["p50_ms"]
 
@@ -163,8 +188,7 @@ def test_overload_answers_429_then_recovers(artifact) -> None:
 
     async def burst(url: str) -> list[httpx.Response]:
         async with httpx.AsyncClient(timeout=120, limits=httpx.Limits(max_connections=40)) as http:
-            return await asyncio.gather(*(http.post(f"{url}/embed", json={"inputs": long_texts})
-                                          for _ in range(40)))
+            return await asyncio.gather(*(http.post(f"{url}/embed", json={"inputs": long_texts}) for _ in range(40)))
 
     with server("-m", str(artifact("t")), "--precision", "fp32", "--max-queue", "1") as (url, _):
         statuses = [r.status_code for r in asyncio.run(burst(url))]
@@ -175,12 +199,22 @@ def test_overload_answers_429_then_recovers(artifact) -> None:
 
 
 def test_bad_requests_get_one_line_4xx(artifact) -> None:
-    args = ("-m", str(artifact("t")), "--precision", "fp32", "--max-inputs-per-request", "8",
-            "--max-request-bytes", "20000")
+    args = (
+        "-m",
+        str(artifact("t")),
+        "--precision",
+        "fp32",
+        "--max-inputs-per-request",
+        "8",
+        "--max-request-bytes",
+        "20000",
+    )
     with server(*args, env={"JINA_ONNX_API_KEY": "s3cret"}) as (url, _):
         auth = {"Authorization": "Bearer s3cret"}
-        post = lambda body, **kw: httpx.post(f"{url}/v1/embeddings", content=body,  # noqa: E731
-                                             headers={**auth, **kw.pop("headers", {})}, **kw)
+
+        def post(body, **kw):  # type: ignore[no-untyped-def]
+            return httpx.post(f"{url}/v1/embeddings", content=body, headers={**auth, **kw.pop("headers", {})}, **kw)
+
         cases = [
             (post(b"{not json"), 400, "malformed JSON"),
             (post(b"[1, 2]"), 400, "must be a JSON object"),
@@ -197,8 +231,11 @@ def test_bad_requests_get_one_line_4xx(artifact) -> None:
             (post(json.dumps({"input": "x" * 30000})), 413, "--max-request-bytes"),
             (post(json.dumps({"input": "word " * 600, "truncate": False})), 413, "longer than the model's 512"),
             (httpx.post(f"{url}/v1/embeddings", json={"input": "x"}), 401, "API key"),
-            (httpx.post(f"{url}/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer s3cre"}),
-             401, "API key"),
+            (
+                httpx.post(f"{url}/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer s3cre"}),
+                401,
+                "API key",
+            ),
             (httpx.post(f"{url}/embed", json={"inputs": "x", "normalize": "yes"}, headers=auth), 400, "'normalize'"),
         ]
         for response, status, fragment in cases:
@@ -217,8 +254,11 @@ def test_sigterm_finishes_requests_in_flight(artifact) -> None:
     texts = mixed(600, 7)
     with server("-m", str(artifact("s")), "--precision", "fp32") as (url, proc):
         result: dict[str, httpx.Response] = {}
-        sender = threading.Thread(target=lambda: result.setdefault(
-            "response", httpx.post(f"{url}/embed", json={"inputs": texts[:200]}, timeout=120)))
+        sender = threading.Thread(
+            target=lambda: result.setdefault(
+                "response", httpx.post(f"{url}/embed", json={"inputs": texts[:200]}, timeout=120)
+            )
+        )
         sender.start()
         time.sleep(0.5)  # the request is being embedded
         proc.send_signal(signal.SIGTERM)
@@ -241,8 +281,9 @@ class SlowModel:
         self.running = self.most_at_once = 0
         self.lock = threading.Lock()
 
-    def embed_token_ids(self, ids: list[list[int]], *, token_budget: int | None = None,
-                        batch_size: int | None = None) -> np.ndarray:
+    def embed_token_ids(
+        self, ids: list[list[int]], *, token_budget: int | None = None, batch_size: int | None = None
+    ) -> np.ndarray:
         with self.lock:
             self.batches.append(ids)
             self.sub_batches.append(batch_size)
@@ -338,8 +379,10 @@ def test_load_models_opens_one_session_per_model(artifact, tmp_path, monkeypatch
 
 
 def test_serve_help_loads_no_server_stack() -> None:
-    code = ("import sys; from jina_onnx.cli import main\ntry: main(['serve', '--help'])\nexcept SystemExit: pass\n"
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'prometheus_client')))")
+    code = (
+        "import sys; from jina_onnx.cli import main\ntry: main(['serve', '--help'])\nexcept SystemExit: pass\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('starlette', 'uvicorn', 'prometheus_client')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "--max-batch-tokens" in out and out.strip().endswith("[]")
 
@@ -357,7 +400,15 @@ def test_serve_refuses_bad_limits(capsys) -> None:
 
 def test_readme_serve_section_names_real_options() -> None:
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for option in ("--max-batch-tokens", "--max-batch-wait-ms", "--max-queue", "--max-inputs-per-request",
-                   "--max-request-bytes", "--batches-in-flight", "--api-key", "JINA_ONNX_API_KEY",
-                   'pip install "jina-onnx[serve'):
+    for option in (
+        "--max-batch-tokens",
+        "--max-batch-wait-ms",
+        "--max-queue",
+        "--max-inputs-per-request",
+        "--max-request-bytes",
+        "--batches-in-flight",
+        "--api-key",
+        "JINA_ONNX_API_KEY",
+        'pip install "jina-onnx[serve',
+    ):
         assert option in readme

@@ -9,28 +9,32 @@ import numpy as np
 import onnx
 import pytest
 
+from benchmarks.sts import load_sts, sts_spearman
 from jina_onnx import ArtifactError, build_model
 from jina_onnx.export import export_model
 from jina_onnx.export.variants import GATES, Gate, fused_op_counts, int8_settings, to_fp16
 from jina_onnx.manifest import Precision, load_manifest
 from jina_onnx.registry import Architecture, find_spec
 
-from benchmarks.sts import load_sts, sts_spearman
-
 
 def expected_fusions(size: str) -> dict[str, int]:
     spec = find_spec(size)
     assert spec is not None
     if spec.architecture is Architecture.BERT:
-        return {"EmbedLayerNormalization": 1, "Attention": spec.layers, "SkipLayerNormalization": 2 * spec.layers,
-                "BiasGelu": spec.layers}
+        return {
+            "EmbedLayerNormalization": 1,
+            "Attention": spec.layers,
+            "SkipLayerNormalization": 2 * spec.layers,
+            "BiasGelu": spec.layers,
+        }
     # T5: the first RMSNorm and the final one stand alone; every other one absorbs its residual Add.
     # No attention fusion: it would bring RelativePositionBias, which has no CPU kernel.
     return {"SimplifiedLayerNormalization": 2, "SkipSimplifiedLayerNormalization": 2 * spec.layers - 1}
 
 
-@pytest.mark.parametrize("size", ["t", "s", pytest.param("b", marks=pytest.mark.slow),
-                                  pytest.param("l", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "size", ["t", "s", pytest.param("b", marks=pytest.mark.slow), pytest.param("l", marks=pytest.mark.slow)]
+)
 def test_fused_op_counts(size: str, artifact) -> None:
     directory = artifact(size)
     graph = onnx.load(str(directory / "model.cpu-opt.onnx"), load_external_data=False)
@@ -70,8 +74,9 @@ def fp16_structure(path: Path) -> dict[str, object]:
     }
 
 
-@pytest.mark.parametrize("size", ["s", pytest.param("b", marks=pytest.mark.slow),
-                                  pytest.param("l", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "size", ["s", pytest.param("b", marks=pytest.mark.slow), pytest.param("l", marks=pytest.mark.slow)]
+)
 def test_t5_fp16_runs_every_matmul_in_fp16(size: str, artifact) -> None:
     directory = artifact(size)
     spec = find_spec(size)
@@ -80,8 +85,11 @@ def test_t5_fp16_runs_every_matmul_in_fp16(size: str, artifact) -> None:
     assert structure["matmuls"] == 8 * spec.layers
     assert structure["matmuls_touching_fp32"] == []
     # Back to fp32 only for pooling (the encoder output, the mask it multiplies) and token_embeddings.
-    assert structure["casts_to_fp32"] == ["/Cast_output_0_cast_to_fp32_node", "graph_output_cast1",
-                                         "graph_output_cast_1_cast_to_fp32_node"]
+    assert structure["casts_to_fp32"] == [
+        "/Cast_output_0_cast_to_fp32_node",
+        "graph_output_cast1",
+        "graph_output_cast_1_cast_to_fp32_node",
+    ]
     assert structure["casts_to_fp16"] == 2  # the traced graph's own mask and position-bucket Casts
     fp16 = load_manifest(directory).variants[Precision.FP16]
     assert fp16.details["recipe"] == "rescaled" and fp16.parity.min_cosine >= 0.999
@@ -185,11 +193,17 @@ def test_rescaling_is_exact_in_fp32_and_refuses_a_graph_it_would_change(artifact
     weights, _ = residual_stream(model.graph)
     assert len(weights) == 1 + 2 * find_spec("s").layers  # the embedding, and o and wo of each layer
     # The function is unchanged: the same embeddings from the rescaled fp32 graph.
-    rescale_residual_stream(model, 2.0 ** -8)
-    feed = {"input_ids": np.array([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0]]), "attention_mask": np.array([[1] * 5, [1, 1, 1, 0, 0]])}
-    before = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(["sentence_embedding"], feed)[0]
-    after = onnxruntime.InferenceSession(model.SerializeToString(),
-                                         providers=["CPUExecutionProvider"]).run(["sentence_embedding"], feed)[0]
+    rescale_residual_stream(model, 2.0**-8)
+    feed = {
+        "input_ids": np.array([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0]]),
+        "attention_mask": np.array([[1] * 5, [1, 1, 1, 0, 0]]),
+    }
+    before = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        ["sentence_embedding"], feed
+    )[0]
+    after = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
+        ["sentence_embedding"], feed
+    )[0]
     np.testing.assert_allclose(after, before, atol=1e-5)
     # Something other than a norm reading the residual stream would break that: refused.
     graph = model.graph
@@ -198,7 +212,7 @@ def test_rescaling_is_exact_in_fp32_and_refuses_a_graph_it_would_change(artifact
     with pytest.raises(ExportError, match="spy .Relu. reads the residual stream"):
         residual_stream(graph)
     assert choose_alpha(Peaks(residual=100.0, other=1.0)) == 1.0
-    assert choose_alpha(Peaks(residual=2.5e6, other=1.0)) == 2.0 ** -10
+    assert choose_alpha(Peaks(residual=2.5e6, other=1.0)) == 2.0**-10
 
 
 def test_variant_under_its_gate_is_not_written(checkpoint, tmp_path: Path, monkeypatch, caplog) -> None:
@@ -235,8 +249,9 @@ def test_minilm_sts_per_precision(minilm_artifact) -> None:
     spearman = {}
     for precision in ("fp32", "fp32-opt", "fp16", "int8"):
         model = build_model(minilm_artifact, precision=precision)
-        spearman[precision] = sts_spearman(model.encode(first, batch_size=64), model.encode(second, batch_size=64),
-                                           scores)
+        spearman[precision] = sts_spearman(
+            model.encode(first, batch_size=64), model.encode(second, batch_size=64), scores
+        )
     print("MiniLM STS-dev Spearman x100:", {k: round(v, 2) for k, v in spearman.items()})
     assert abs(spearman["fp32-opt"] - spearman["fp32"]) <= 0.01
     assert abs(spearman["fp16"] - spearman["fp32"]) <= 0.1

@@ -29,14 +29,16 @@ import json
 import logging
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
 from ..atomic import process_alive, write_atomically
 from ..errors import InputError, JinaOnnxError, require
+from ..manifest import Manifest
 from ..model import EmbeddingModel, build_model
 
 log = logging.getLogger("jina_onnx")
@@ -84,8 +86,9 @@ def discover(source: str | os.PathLike[str]) -> list[Path]:
     else:
         files = sorted(Path(p) for p in globbing.glob(str(source)) if Path(p).is_file())
     if not files:
-        raise CorpusError(f"{source}: no input files (expected a file, a directory or a glob of "
-                          f"{', '.join(sorted(FORMATS))})")
+        raise CorpusError(
+            f"{source}: no input files (expected a file, a directory or a glob of {', '.join(sorted(FORMATS))})"
+        )
     unknown = [str(p) for p in files if p.suffix.lower() not in FORMATS]
     if unknown:
         raise CorpusError(f"{unknown[0]}: unknown format; expected one of {', '.join(sorted(FORMATS))}")
@@ -101,8 +104,9 @@ def shard_name(path: Path) -> str:
     return f"{path.name}.parquet"
 
 
-def read_rows(path: Path, text_column: str = "text", id_column: str | None = None,
-              chunk_rows: int = CHUNK_ROWS) -> Iterator[list[Row]]:
+def read_rows(
+    path: Path, text_column: str = "text", id_column: str | None = None, chunk_rows: int = CHUNK_ROWS
+) -> Iterator[list[Row]]:
     """The rows of one input file in chunks, each checked; rejected rows carry their reason.
 
     Default ids are "<file name>:<row number>" (0-based, counting every line or record, bad ones too),
@@ -117,8 +121,11 @@ def read_rows(path: Path, text_column: str = "text", id_column: str | None = Non
         for number, raw in enumerate(handle):
             line = raw[:-1] if raw.endswith(b"\n") else raw
             line = line[:-1] if line.endswith(b"\r") else line
-            chunk.append(_text_row(path, number, line) if kind == "text"
-                         else _json_row(path, number, line, text_column, id_column))
+            chunk.append(
+                _text_row(path, number, line)
+                if kind == "text"
+                else _json_row(path, number, line, text_column, id_column)
+            )
             if len(chunk) == chunk_rows:
                 yield chunk
                 chunk = []
@@ -176,14 +183,15 @@ def _checked(row_id: str, value: object, text_column: str) -> Row:
 def _parquet_rows(path: Path, text_column: str, id_column: str | None, chunk_rows: int) -> Iterator[list[Row]]:
     pq = require("pyarrow.parquet", "ray")
     try:
-        reader = pq.ParquetFile(str(path))  # type: ignore[attr-defined]
+        reader = pq.ParquetFile(str(path))
     except Exception as error:  # pyarrow raises ArrowInvalid / OSError for a file that is not Parquet
         raise CorpusError(f"{path}: cannot be read as Parquet ({error})") from error
     columns = reader.schema_arrow.names
     for wanted in (text_column, id_column):
         if wanted is not None and wanted not in columns:
-            raise CorpusError(f"{path}: no column {wanted!r} (it has {', '.join(columns)}); use --text-column / "
-                              "--id-column")
+            raise CorpusError(
+                f"{path}: no column {wanted!r} (it has {', '.join(columns)}); use --text-column / --id-column"
+            )
     number = 0
     for batch in reader.iter_batches(batch_size=chunk_rows, columns=[c for c in (text_column, id_column) if c]):
         texts = batch.column(text_column).to_pylist()
@@ -204,27 +212,41 @@ def _parquet_rows(path: Path, text_column: str, id_column: str | None, chunk_row
 def output_schema(dim: int, keep_text: bool) -> Any:
     pa = require("pyarrow", "ray")
     # Nullable as Arrow and Ray Data write them by default, so both runners give one schema; nothing is null.
-    fields = [pa.field("id", pa.string()), pa.field("embedding", pa.list_(pa.float32(), dim))]  # type: ignore[attr-defined]
+    fields = [pa.field("id", pa.string()), pa.field("embedding", pa.list_(pa.float32(), dim))]
     if keep_text:
-        fields.append(pa.field("text", pa.string()))  # type: ignore[attr-defined]
-    return pa.schema(fields)  # type: ignore[attr-defined]
+        fields.append(pa.field("text", pa.string()))
+    return pa.schema(fields)
 
 
 def to_table(ids: list[str], vectors: np.ndarray, texts: list[str] | None, schema: Any) -> Any:
     """An Arrow table of one chunk; the embeddings are wrapped without copying."""
     pa = require("pyarrow", "ray")
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))  # type: ignore[attr-defined]
-    columns = [pa.array(ids, pa.string()),  # type: ignore[attr-defined]
-               pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])]  # type: ignore[attr-defined]
+    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    columns = [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])]
     if texts is not None:
-        columns.append(pa.array(texts, pa.string()))  # type: ignore[attr-defined]
-    return pa.Table.from_arrays(columns, schema=schema)  # type: ignore[attr-defined]
+        columns.append(pa.array(texts, pa.string()))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def split_rows(path: Path, chunk: list[Row], settings: JobSettings, seen: int) -> tuple[list[Row], list[str]]:
+    """A chunk's good rows and its bad ones as `_rejected.jsonl` lines; raises for a bad row when the job stops
+    on them (`--on-bad-row stop`). `seen`: rows of this file before the chunk. Both runners use it."""
+    good = [r for r in chunk if r.text is not None]
+    if len(good) == len(chunk):
+        return good, []
+    if settings.on_bad_row == "stop":
+        raise bad_row_error(path, chunk, seen)
+    return good, [
+        json.dumps({"file": str(path), "id": r.id, "reason": r.reason}) + "\n" for r in chunk if r.text is None
+    ]
 
 
 def bad_row_error(path: Path, rows: list[Row], first_number: int) -> CorpusError:
     index, row = next((i, r) for i, r in enumerate(rows) if r.text is None)
-    return CorpusError(f"{path}: row {first_number + index} (id {row.id}): {row.reason}; fix the input or pass "
-                       "--on-bad-row skip to set such rows aside in _rejected.jsonl")
+    return CorpusError(
+        f"{path}: row {first_number + index} (id {row.id}): {row.reason}; fix the input or pass "
+        "--on-bad-row skip to set such rows aside in _rejected.jsonl"
+    )
 
 
 def embed_files(
@@ -255,15 +277,27 @@ def embed_files(
     files = discover(source)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
-    loaded = model if isinstance(model, EmbeddingModel) else build_model(model, device=device, precision=precision,
-                                                                          threads=threads, backend=backend)
-    settings = job_settings(loaded, normalize, text_column, id_column, keep_text, on_bad_row)
+    loaded = (
+        model
+        if isinstance(model, EmbeddingModel)
+        else build_model(model, device=device, precision=precision, threads=threads, backend=backend)
+    )
+    settings = job_settings(
+        loaded.manifest,
+        loaded.variant.sha256,
+        loaded.precision,
+        normalize,
+        text_column,
+        id_column,
+        keep_text,
+        on_bad_row,
+    )
     remove_leftovers(out)
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
     shards: dict[str, dict[str, Any]] = {}
     embedded = 0
     tqdm = require("tqdm", "cpu") if show_progress else None
-    bar = tqdm.tqdm(desc=f"embed {loaded.name}", unit="text", smoothing=0.1) if tqdm else None  # type: ignore[attr-defined]
+    bar = tqdm.tqdm(desc=f"embed {loaded.name}", unit="text", smoothing=0.1) if tqdm else None
     try:
         for path in files:
             target = out / shard_name(path)
@@ -278,20 +312,39 @@ def embed_files(
             bar.close()
     seconds = time.perf_counter() - clock
     merge_rejected(out, [shard_name(p) for p in files])
-    manifest = job_manifest(loaded, settings, shards, started, seconds, embedded, runner="local")
+    manifest = job_manifest(
+        settings, loaded.dim, loaded.device, loaded.backend, shards, started, seconds, embedded, runner="local"
+    )
     write_atomically(out / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 
-def job_settings(model: EmbeddingModel, normalize: bool | None, text_column: str, id_column: str | None,
-                 keep_text: bool, on_bad_row: str) -> JobSettings:
-    return JobSettings(model.name, model.variant.sha256, model.precision,
-                       bool(model.manifest.normalize if normalize is None else normalize), text_column, id_column,
-                       keep_text, on_bad_row)
+def job_settings(
+    manifest: Manifest,
+    onnx_sha256: str,
+    precision: str,
+    normalize: bool | None,
+    text_column: str,
+    id_column: str | None,
+    keep_text: bool,
+    on_bad_row: str,
+) -> JobSettings:
+    """The settings of a job running `manifest`'s file `onnx_sha256` (both runners build them here)."""
+    return JobSettings(
+        manifest.name,
+        onnx_sha256,
+        precision,
+        bool(manifest.normalize if normalize is None else normalize),
+        text_column,
+        id_column,
+        keep_text,
+        on_bad_row,
+    )
 
 
-def embed_shard(model: EmbeddingModel, path: Path, out: Path, settings: JobSettings, batch_size: int | None,
-                bar: Any) -> dict[str, Any]:
+def embed_shard(
+    model: EmbeddingModel, path: Path, out: Path, settings: JobSettings, batch_size: int | None, bar: Any
+) -> dict[str, Any]:
     """Write one input file's shard (and its rejected rows) under temporary names, then rename both."""
     pq = require("pyarrow.parquet", "ray")
     target = out / shard_name(path)
@@ -302,18 +355,15 @@ def embed_shard(model: EmbeddingModel, path: Path, out: Path, settings: JobSetti
     rows = rejected = 0
     rejects: list[str] = []
     try:
-        with pq.ParquetWriter(str(temporary), schema) as writer:  # type: ignore[attr-defined]
+        with pq.ParquetWriter(str(temporary), schema) as writer:
             for chunk in read_rows(path, settings.text_column, settings.id_column):
-                good = [r for r in chunk if r.text is not None]
-                if len(good) != len(chunk):
-                    if settings.on_bad_row == "stop":
-                        raise bad_row_error(path, chunk, rows + rejected)
-                    rejects += [json.dumps({"file": str(path), "id": r.id, "reason": r.reason}) + "\n"
-                                for r in chunk if r.text is None]
-                texts = [r.text for r in good]
-                vectors = model.encode(texts, batch_size=batch_size, normalize=settings.normalize)  # type: ignore[arg-type]
-                writer.write_table(to_table([r.id for r in good], vectors, texts if settings.keep_text else None,
-                                            schema))
+                good, bad = split_rows(path, chunk, settings, rows + rejected)
+                rejects += bad
+                texts = [str(r.text) for r in good]
+                vectors = model.encode(texts, batch_size=batch_size, normalize=settings.normalize)
+                writer.write_table(
+                    to_table([r.id for r in good], vectors, texts if settings.keep_text else None, schema)
+                )
                 rows, rejected = rows + len(good), rejected + len(chunk) - len(good)
                 if bar is not None:
                     bar.update(len(chunk))
@@ -332,7 +382,7 @@ def finished_shard(target: Path, settings: JobSettings) -> dict[str, Any]:
     """Counts of a shard an earlier run finished; refuses one made with other settings."""
     pq = require("pyarrow.parquet", "ray")
     try:
-        meta = pq.ParquetFile(str(target))  # type: ignore[attr-defined]
+        meta = pq.ParquetFile(str(target))
         made_with = json.loads(meta.schema_arrow.metadata[META_KEY])
     except Exception as error:  # unreadable or foreign: never reuse it silently
         raise CorpusError(f"{target}: exists but is not a jina-onnx shard ({error}); pass --overwrite") from error
@@ -362,16 +412,39 @@ def merge_rejected(out: Path, shard_names: list[str]) -> None:
         (out / REJECTED).unlink(missing_ok=True)
 
 
-def job_manifest(model: EmbeddingModel, settings: JobSettings, shards: dict[str, dict[str, Any]],
-                 started: dt.datetime, seconds: float, embedded: int, runner: str) -> dict[str, Any]:
+def job_manifest(
+    settings: JobSettings,
+    dim: int,
+    device: str,
+    backend: str,
+    shards: dict[str, dict[str, Any]],
+    started: dt.datetime,
+    seconds: float,
+    embedded: int,
+    runner: str,
+) -> dict[str, Any]:
+    """`_manifest.json`: what made the output and what it holds (both runners write it)."""
     rows = sum(s["rows"] for s in shards.values())
     return {
-        "model": model.name, "artifact_sha256": settings.onnx_sha256, "precision": model.precision, "dim": model.dim,
-        "device": model.device, "backend": getattr(model, "backend", "onnxruntime"), "normalize": settings.normalize, "text_column": settings.text_column,
-        "id_column": settings.id_column, "keep_text": settings.keep_text, "on_bad_row": settings.on_bad_row,
-        "runner": runner, "rows": rows, "rejected": sum(s["rejected"] for s in shards.values()),
-        "shards": shards, "started_at": started.isoformat(timespec="seconds"), "seconds": round(seconds, 3),
-        "embedded_this_run": embedded, "texts_per_s": round(embedded / seconds, 1) if seconds > 0 else None,
+        "model": settings.model,
+        "artifact_sha256": settings.onnx_sha256,
+        "precision": settings.precision,
+        "dim": dim,
+        "device": device,
+        "backend": backend,
+        "normalize": settings.normalize,
+        "text_column": settings.text_column,
+        "id_column": settings.id_column,
+        "keep_text": settings.keep_text,
+        "on_bad_row": settings.on_bad_row,
+        "runner": runner,
+        "rows": rows,
+        "rejected": sum(s["rejected"] for s in shards.values()),
+        "shards": shards,
+        "started_at": started.isoformat(timespec="seconds"),
+        "seconds": round(seconds, 3),
+        "embedded_this_run": embedded,
+        "texts_per_s": round(embedded / seconds, 1) if seconds > 0 else None,
     }
 
 

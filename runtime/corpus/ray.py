@@ -31,19 +31,33 @@ import shutil
 import tempfile
 import time
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 from ..atomic import write_atomically
-from .job import (MANIFEST, REJECTED, REJECTED_PARTS, CorpusError, JobSettings, bad_row_error, count_lines,
-                     discover, job_manifest, merge_rejected, read_rows, shard_name)
 from ..errors import InputError, require
 from ..manifest import Manifest, Precision, Variant, load_manifest, safe_member
-from ..registry import home_dir
 from ..model import resolve_artifact
+from ..registry import home_dir
+from .job import (
+    MANIFEST,
+    REJECTED,
+    REJECTED_PARTS,
+    CorpusError,
+    JobSettings,
+    count_lines,
+    discover,
+    job_manifest,
+    job_settings,
+    merge_rejected,
+    read_rows,
+    shard_name,
+    split_rows,
+)
+from .progress import watch
 
 SHIP_LIMIT = 512 << 20
 READ_CPUS = 0.25  # what each read task asks of Ray (run_corpus_job)
+STALL_TIMEOUT = 600.0  # seconds without a row written before a Ray job is stopped (--stall-timeout)
 
 
 def payload_files(directory: Path, precision: str) -> list[Path]:
@@ -68,8 +82,15 @@ def corpus_variant(directory: Path, manifest: Manifest, precision: str, device: 
         plan, _ = settle(directory, manifest, request, threads=threads, cache_dir=home_dir(None))
         option = plan.choice
     else:
-        plan = plan_load(request, Facts(name=manifest.name, variants=tuple(p.value for p in manifest.variants),
-                                        providers=(CUDA,), rejected=dict(manifest.rejected)))
+        plan = plan_load(
+            request,
+            Facts(
+                name=manifest.name,
+                variants=tuple(p.value for p in manifest.variants),
+                providers=(CUDA,),
+                rejected=dict(manifest.rejected),
+            ),
+        )
         option = plan.choice or plan.measure[0]
     assert option is not None
     return manifest.variants[Precision(option.variant)]
@@ -83,18 +104,29 @@ def artifact_payload(directory: Path, precision: str) -> dict[str, bytes]:
 class _Embedder:
     """One per actor: loads the model once, then embeds Arrow batches (adds `output_column`)."""
 
-    def __init__(self, artifact: Any, precision: str, device: str, threads: int | None, column: str,
-                 output_column: str, normalize: bool | None, batch_size: int | None) -> None:
+    def __init__(
+        self,
+        artifact: Any,
+        precision: str,
+        device: str,
+        threads: int | None,
+        column: str,
+        output_column: str,
+        normalize: bool | None,
+        batch_size: int | None,
+    ) -> None:
         from ..model import build_model
 
         if isinstance(artifact, str):
             directory = Path(artifact)
             if not directory.is_dir():
-                raise CorpusError(f"{artifact}: not found on this node; put the artifact on a path every node shares "
-                                  "or let it ship through the object store (ship='auto')")
+                raise CorpusError(
+                    f"{artifact}: not found on this node; put the artifact on a path every node shares "
+                    "or let it ship through the object store (ship='auto')"
+                )
         else:
             ray = require("ray", "ray")
-            files = ray.get(artifact) if not isinstance(artifact, dict) else artifact  # type: ignore[attr-defined]
+            files = ray.get(artifact) if not isinstance(artifact, dict) else artifact
             self._tmp = tempfile.TemporaryDirectory(prefix="jina-onnx-artifact-")
             directory = Path(self._tmp.name)
             for name, data in files.items():
@@ -103,8 +135,14 @@ class _Embedder:
         # host workers stay within the CPUs Ray reserved for this actor (all but the one driving the GPU), not
         # the node's: several GPU actors share a node.
         host_workers = max(1, threads - 1) if device == "cuda" and threads else None
-        self.model = build_model(directory, device=device, precision=precision, threads=threads, backend="onnxruntime",
-                                 host_workers=host_workers)
+        self.model = build_model(
+            directory,
+            device=device,
+            precision=precision,
+            threads=threads,
+            backend="onnxruntime",
+            host_workers=host_workers,
+        )
         self.column, self.output_column = column, output_column
         self.normalize, self.batch_size = normalize, batch_size
 
@@ -112,15 +150,28 @@ class _Embedder:
         pa = require("pyarrow", "ray")
         texts = batch.column(self.column).to_pylist()
         vectors = self.model.encode(texts, batch_size=self.batch_size, normalize=self.normalize)
-        flat = pa.array(vectors.reshape(-1))  # type: ignore[attr-defined]
-        embedding = pa.FixedSizeListArray.from_arrays(flat, self.model.dim)  # type: ignore[attr-defined]
+        flat = pa.array(vectors.reshape(-1))
+        embedding = pa.FixedSizeListArray.from_arrays(flat, self.model.dim)
         return batch.append_column(self.output_column, embedding)
 
 
-def embed_dataset(ds: Any, *, model: str | os.PathLike[str], column: str = "text", output_column: str = "embedding",
-                  precision: str = "auto", device: str = "cpu", workers: int = 1, cpus_per_worker: float = 1.0,
-                  threads: int | None = None, rows_per_batch: int = 4096, batch_size: int | None = None,
-                  normalize: bool | None = None, ship: str = "auto", cache_dir: str | None = None) -> Any:
+def embed_dataset(
+    ds: Any,
+    *,
+    model: str | os.PathLike[str],
+    column: str = "text",
+    output_column: str = "embedding",
+    precision: str = "auto",
+    device: str = "cpu",
+    workers: int = 1,
+    cpus_per_worker: float = 1.0,
+    threads: int | None = None,
+    rows_per_batch: int = 4096,
+    batch_size: int | None = None,
+    normalize: bool | None = None,
+    ship: str = "auto",
+    cache_dir: str | None = None,
+) -> Any:
     """Add an embedding column to a Ray Dataset with an actor pool of `workers` model copies.
 
     Args:
@@ -143,20 +194,31 @@ def embed_dataset(ds: Any, *, model: str | os.PathLike[str], column: str = "text
     if ship not in ("auto", "object-store", "path"):
         raise InputError(f"ship={ship!r} must be 'auto', 'object-store' or 'path'")
     directory = resolve_artifact(model, cache_dir)
-    resolved = corpus_variant(directory, load_manifest(directory), precision, device,
-                              threads or max(1, round(cpus_per_worker))).precision.value
+    resolved = corpus_variant(
+        directory, load_manifest(directory), precision, device, threads or max(1, round(cpus_per_worker))
+    ).precision.value
     size = sum(path.stat().st_size for path in payload_files(directory, resolved))
     if ship == "object-store" or (ship == "auto" and size <= SHIP_LIMIT):
-        artifact: Any = ray.put(artifact_payload(directory, resolved))  # type: ignore[attr-defined]
+        artifact: Any = ray.put(artifact_payload(directory, resolved))
     else:
         artifact = str(directory.resolve())
     return ds.map_batches(
-        _Embedder, batch_format="pyarrow", batch_size=rows_per_batch, compute=ray.data.ActorPoolStrategy(size=workers),  # type: ignore[attr-defined]
+        _Embedder,
+        batch_format="pyarrow",
+        batch_size=rows_per_batch,
+        compute=ray.data.ActorPoolStrategy(size=workers),
         num_cpus=cpus_per_worker,
         num_gpus=1 if device == "cuda" else 0,
-        fn_constructor_kwargs={"artifact": artifact, "precision": resolved, "device": device,
-                               "threads": threads or max(1, round(cpus_per_worker)), "column": column,
-                               "output_column": output_column, "normalize": normalize, "batch_size": batch_size},
+        fn_constructor_kwargs={
+            "artifact": artifact,
+            "precision": resolved,
+            "device": device,
+            "threads": threads or max(1, round(cpus_per_worker)),
+            "column": column,
+            "output_column": output_column,
+            "normalize": normalize,
+            "batch_size": batch_size,
+        },
         # Ray Data's actor pools restart an actor whose process dies (max_restarts=-1) and retry its batches
         # (max_task_retries=-1) by default: no row is lost or doubled. tests/test_corpus.py kills one to check.
     )
@@ -168,18 +230,19 @@ def _read_shards(batch: dict[str, Any], settings: JobSettings, out: str) -> Any:
     pa = require("pyarrow", "ray")
     for path_text in batch["path"]:
         path = Path(str(path_text))
-        rejects, seen = [], 0
+        rejects: list[str] = []
+        seen = 0
         for chunk in read_rows(path, settings.text_column, settings.id_column):
-            good = [r for r in chunk if r.text is not None]
-            if len(good) != len(chunk):
-                if settings.on_bad_row == "stop":
-                    raise bad_row_error(path, chunk, seen)
-                rejects += [json.dumps({"file": str(path), "id": r.id, "reason": r.reason}) + "\n"
-                            for r in chunk if r.text is None]
+            good, bad = split_rows(path, chunk, settings, seen)
+            rejects += bad
             seen += len(chunk)
             if good:
-                yield pa.table({"id": pa.array([r.id for r in good], pa.string()),  # type: ignore[attr-defined]
-                                "text": pa.array([r.text for r in good], pa.string())})  # type: ignore[attr-defined]
+                yield pa.table(
+                    {
+                        "id": pa.array([r.id for r in good], pa.string()),
+                        "text": pa.array([r.text for r in good], pa.string()),
+                    }
+                )
         if rejects:  # written whole per file, so a retried read task rewrites it rather than adding to it
             part = Path(out) / REJECTED_PARTS / f"{shard_name(path)}.jsonl"
             part.parent.mkdir(exist_ok=True)
@@ -198,7 +261,7 @@ def check_capacity(node_cpus: list[float], workers: int, cpus_per_worker: float)
         >>> check_capacity([1.0, 1.0], workers=2, cpus_per_worker=1.0)  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        jina_onnx.corpus.CorpusError: --workers 2 x --cpus-per-worker 1 take every CPU of this Ray cluster ...
+        jina_onnx.corpus.job.CorpusError: --workers 2 x --cpus-per-worker 1 take every CPU of this Ray cluster ...
     """
     free = sorted(node_cpus, reverse=True)
     for placed in range(workers):
@@ -207,7 +270,8 @@ def check_capacity(node_cpus: list[float], workers: int, cpus_per_worker: float)
             raise CorpusError(
                 f"--workers {workers} x --cpus-per-worker {cpus_per_worker:g} do not fit this Ray cluster: its nodes "
                 f"have {', '.join(f'{c:g}' for c in node_cpus) or 'no'} CPUs, room for {placed} such workers; lower "
-                "--workers or --cpus-per-worker (a worker runs on one node)")
+                "--workers or --cpus-per-worker (a worker runs on one node)"
+            )
         free[node] -= cpus_per_worker
     if max(free, default=0.0) + 1e-9 < READ_CPUS:
         fit = (sum(node_cpus) - READ_CPUS) / workers
@@ -215,17 +279,38 @@ def check_capacity(node_cpus: list[float], workers: int, cpus_per_worker: float)
         raise CorpusError(
             f"--workers {workers} x --cpus-per-worker {cpus_per_worker:g} take every CPU of this Ray cluster "
             f"({sum(node_cpus):g}) and leave none for the tasks that read the input ({READ_CPUS:g} CPU each): "
-            f"the job would wait forever; use {hint}")
+            f"the job would wait forever; use {hint}"
+        )
 
 
-def run_corpus_job(source: str, output: str, *, address: str | None, model: str, precision: str = "auto",
-                   device: str = "cpu", workers: int = 1, cpus_per_worker: float = 1.0, threads: int | None = None,
-                   batch_size: int | None = None, normalize: bool | None = None, text_column: str = "text",
-                   id_column: str | None = None, keep_text: bool = False, on_bad_row: str = "stop",
-                   overwrite: bool = False, ship: str = "auto", num_cpus: float | None = None) -> dict[str, Any]:
+def run_corpus_job(
+    source: str,
+    output: str,
+    *,
+    address: str | None,
+    model: str,
+    precision: str = "auto",
+    device: str = "cpu",
+    workers: int = 1,
+    cpus_per_worker: float = 1.0,
+    threads: int | None = None,
+    batch_size: int | None = None,
+    normalize: bool | None = None,
+    text_column: str = "text",
+    id_column: str | None = None,
+    keep_text: bool = False,
+    on_bad_row: str = "stop",
+    overwrite: bool = False,
+    ship: str = "auto",
+    num_cpus: float | None = None,
+    stall_timeout: float = STALL_TIMEOUT,
+    show_progress: bool = False,
+) -> dict[str, Any]:
     """`jina-onnx embed --ray [ADDRESS]`: the corpus job on Ray Data; returns the manifest it wrote.
 
     `address` None starts a local Ray (with `num_cpus` if given); "auto" or "ray://..." joins a cluster.
+    The job refuses a pool the cluster cannot run (`check_capacity`), reports rows written as it goes
+    (`show_progress`: a bar), and stops with a CorpusError when no row was written for `stall_timeout` seconds.
     """
     ray = require("ray", "ray")
     if on_bad_row not in ("stop", "skip"):
@@ -235,44 +320,72 @@ def run_corpus_job(source: str, output: str, *, address: str | None, model: str,
     out.mkdir(parents=True, exist_ok=True)
     existing = [p for p in out.glob("*.parquet")]
     if existing and not overwrite:
-        raise CorpusError(f"{out} already holds {len(existing)} Parquet files; pass --overwrite to replace them "
-                          "(a Ray run is redone whole; the local runner resumes per shard)")
+        raise CorpusError(
+            f"{out} already holds {len(existing)} Parquet files; pass --overwrite to replace them "
+            "(a Ray run is redone whole; the local runner resumes per shard)"
+        )
     directory = resolve_artifact(model, None)
     manifest = load_manifest(directory)
     resolved = corpus_variant(directory, manifest, precision, device, threads or max(1, round(cpus_per_worker)))
-    settings = JobSettings(manifest.name, resolved.sha256, resolved.precision.value,
-                           bool(manifest.normalize if normalize is None else normalize), text_column, id_column,
-                           keep_text, on_bad_row)
-    if not ray.is_initialized():  # type: ignore[attr-defined]
-        ray.init(address=address, num_cpus=num_cpus if address is None else None,  # type: ignore[attr-defined]
-                 include_dashboard=False, log_to_driver=False)
-    check_capacity([float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")],  # type: ignore[attr-defined]
-                   workers, cpus_per_worker)
+    settings = job_settings(
+        manifest, resolved.sha256, resolved.precision.value, normalize, text_column, id_column, keep_text, on_bad_row
+    )
+    if not ray.is_initialized():
+        ray.init(
+            address=address,
+            num_cpus=num_cpus if address is None else None,
+            include_dashboard=False,
+            log_to_driver=False,
+        )
+    check_capacity(
+        [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")], workers, cpus_per_worker
+    )
     for leftover in out.glob(".ray-staging-*"):
         shutil.rmtree(leftover, ignore_errors=True)
     shutil.rmtree(out / REJECTED_PARTS, ignore_errors=True)
     staging = out / f".ray-staging-{os.getpid()}"
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
-    ds = ray.data.from_items([{"path": str(p.resolve())} for p in files],  # type: ignore[attr-defined]
-                             override_num_blocks=len(files))
+    ds = ray.data.from_items([{"path": str(p.resolve())} for p in files], override_num_blocks=len(files))
     # Read tasks take a quarter CPU: with whole CPUs they could starve beside the actors
     # (docs/architecture.md, pitfall 9).
-    ds = ds.map_batches(_read_shards, fn_kwargs={"settings": settings, "out": str(out.resolve())}, batch_size=1,
-                        num_cpus=READ_CPUS)
-    ds = embed_dataset(ds, model=directory, column="text", precision=resolved.precision.value, device=device,
-                       workers=workers, cpus_per_worker=cpus_per_worker, threads=threads, batch_size=batch_size,
-                       normalize=settings.normalize, ship=ship)
+    ds = ds.map_batches(
+        _read_shards, fn_kwargs={"settings": settings, "out": str(out.resolve())}, batch_size=1, num_cpus=READ_CPUS
+    )
+    ds = embed_dataset(
+        ds,
+        model=directory,
+        column="text",
+        precision=resolved.precision.value,
+        device=device,
+        workers=workers,
+        cpus_per_worker=cpus_per_worker,
+        threads=threads,
+        batch_size=batch_size,
+        normalize=settings.normalize,
+        ship=ship,
+    )
     if not keep_text:
         ds = ds.drop_columns(["text"])
+    tqdm = require("tqdm", "cpu") if show_progress else None
+    bar = tqdm.tqdm(desc=f"embed {manifest.name} on Ray", unit="text", smoothing=0.1) if tqdm else None
     try:
-        ds.write_parquet(str(staging.resolve()))
+        watch(
+            lambda: ds.write_parquet(str(staging.resolve())),
+            _RowsWritten(staging),
+            stall_timeout=stall_timeout,
+            on_stall=ray.shutdown,
+            report=lambda done, seconds: bar.update(done - bar.n) if bar else None,
+            what=f"the Ray job ({workers} workers)",
+        )
     except Exception as error:
         shutil.rmtree(staging, ignore_errors=True)
-        cause = getattr(error, "cause", None)
-        if isinstance(cause, CorpusError) or "CorpusError" in str(error):
-            message = str(cause) if cause is not None else str(error).split("CorpusError: ", 1)[-1].splitlines()[0]
-            raise CorpusError(message) from None
+        found = corpus_error(error)
+        if found is not None:
+            raise CorpusError(str(found)) from None
         raise
+    finally:
+        if bar is not None:
+            bar.close()
     seconds = time.perf_counter() - clock
     for old in existing:
         old.unlink()
@@ -281,12 +394,54 @@ def run_corpus_job(source: str, output: str, *, address: str | None, model: str,
     shutil.rmtree(staging, ignore_errors=True)
     merge_rejected(out, [shard_name(p) for p in files])
     pq = require("pyarrow.parquet", "ray")
-    rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in out.glob("*.parquet"))  # type: ignore[attr-defined]
+    rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in out.glob("*.parquet"))
     rejected = count_lines(out / REJECTED)
 
-    # What job_manifest reads of a model, known here without loading one on the driver.
-    info = SimpleNamespace(name=manifest.name, dim=manifest.dim, precision=resolved.precision.value, device=device)
-    data = job_manifest(info, settings, {"all": {"input": str(source), "rows": rows, "rejected": rejected}},  # type: ignore[arg-type]
-                        started, seconds, rows, runner=f"ray ({workers} workers)")
+    data = job_manifest(
+        settings,
+        manifest.dim,
+        device,
+        "onnxruntime",
+        {"all": {"input": str(source), "rows": rows, "rejected": rejected}},
+        started,
+        seconds,
+        rows,
+        runner=f"ray ({workers} workers)",
+    )
     write_atomically(out / MANIFEST, json.dumps(data, indent=2) + "\n")
     return data
+
+
+class _RowsWritten:
+    """Rows in the Parquet files Ray Data has finished in `staging` so far (the job's progress)."""
+
+    def __init__(self, staging: Path) -> None:
+        self.staging = staging
+        self.counted: dict[str, int] = {}
+
+    def __call__(self) -> int:
+        pq = require("pyarrow.parquet", "ray")
+        for path in self.staging.glob("*.parquet"):
+            if path.name not in self.counted:
+                try:  # a file being written has no footer yet: counted on a later poll
+                    self.counted[path.name] = pq.ParquetFile(str(path)).metadata.num_rows
+                except Exception:
+                    continue
+        return sum(self.counted.values())
+
+
+def corpus_error(error: BaseException | None) -> CorpusError | None:
+    """The CorpusError (a bad row, say) behind an exception Ray raised for a failed task, if there is one.
+
+    Ray wraps a task's exception in a RayTaskError whose `cause` is the original, sometimes inside Ray Data's own
+    exceptions (`__cause__`)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        cause = getattr(error, "cause", None)
+        if isinstance(cause, CorpusError):
+            return cause
+        if isinstance(error, CorpusError) and cause is None:
+            return error
+        error = cause if isinstance(cause, BaseException) else (error.__cause__ or error.__context__)
+    return None

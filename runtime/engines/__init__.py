@@ -58,8 +58,16 @@ class SessionEngine:
     output is copied back, so nothing else crosses the bus.
     """
 
-    def __init__(self, session: Any, *, device: str = "cpu", device_id: int = 0, io_binding: bool | None = None,
-                 pads_lone_text: bool = False, concurrent_batches: bool = False) -> None:
+    def __init__(
+        self,
+        session: Any,
+        *,
+        device: str = "cpu",
+        device_id: int = 0,
+        io_binding: bool | None = None,
+        pads_lone_text: bool = False,
+        concurrent_batches: bool = False,
+    ) -> None:
         self.session = session
         self.concurrent_batches = concurrent_batches
         self.device = device
@@ -77,24 +85,35 @@ class SessionEngine:
         if not self.io_binding:
             return feed
         ort = require("onnxruntime", "cpu")
-        return {name: ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id)  # type: ignore[attr-defined]
-                for name, array in feed.items()}
+        return {
+            name: ort.OrtValue.ortvalue_from_numpy(array, self.device, self.device_id) for name, array in feed.items()
+        }
 
     def run(self, feed: dict[str, Any]) -> FloatArray:
         if not self.io_binding:
             (result,) = self.session.run([self.output], feed)
-            return result  # type: ignore[no-any-return]
+            return result
         binding = self.session.io_binding()
         for name, value in feed.items():
             binding.bind_ortvalue_input(name, value)
         binding.bind_output(self.output, self.device, self.device_id)
         self.session.run_with_iobinding(binding)
         (result,) = binding.copy_outputs_to_cpu()
-        return result  # type: ignore[no-any-return]
+        return result
 
 
-def open_engine(path: Path, sha256: str, engine: str, device: str, *, precision: str, threads: int | None,
-                device_id: int = 0, allow_spinning: bool = True, io_binding: bool | None = None) -> SessionEngine:
+def open_engine(
+    path: Path,
+    sha256: str,
+    engine: str,
+    device: str,
+    *,
+    precision: str,
+    threads: int | None,
+    device_id: int = 0,
+    allow_spinning: bool = True,
+    io_binding: bool | None = None,
+) -> SessionEngine:
     """`path` loaded on `engine` ("onnxruntime" or "openvino") and `device`, in `precision`'s arithmetic.
 
     Example:
@@ -113,8 +132,9 @@ def open_engine(path: Path, sha256: str, engine: str, device: str, *, precision:
     session = create_session(path, device, threads, device_id, precision, allow_spinning)
     # On a CPU, two single-threaded-ish batches at once keep the cores busier than one batch on all of them
     # while a server's event loop shares the machine (serve/loading.py).
-    return SessionEngine(session, device=device, device_id=device_id, io_binding=io_binding,
-                         concurrent_batches=device == "cpu")
+    return SessionEngine(
+        session, device=device, device_id=device_id, io_binding=io_binding, concurrent_batches=device == "cpu"
+    )
 
 
 def engine_version(engine: str) -> str:

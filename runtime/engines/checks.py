@@ -20,14 +20,14 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from . import openvino
 from ..atomic import write_atomically
 from ..errors import ArtifactError
 from ..gates import Gate
-from ..manifest import Manifest, Parity, Precision, Variant, safe_member
-from ..probe import probe_parity
 from ..loadplan import OPENVINO_GRAPHS
 from ..machine import cpu_name
+from ..manifest import Manifest, Parity, Precision, Variant, safe_member
+from ..probe import probe_parity
+from . import openvino
 
 log = logging.getLogger("jina_onnx")
 
@@ -42,7 +42,7 @@ def openvino_variant(manifest: Manifest) -> Variant:
     in bf16 than the unfused graph, same fp32 outputs) where the artifact has it, else fp32.
 
     Example:
-        >>> openvino_variant(manifest).file  # doctest: +SKIP
+        >>> openvino_variant(manifest).file
         'model.cpu-opt.onnx'
     """
     for name in OPENVINO_GRAPHS:
@@ -58,15 +58,19 @@ def recorded_bf16(manifest: Manifest, variant: Variant, cache_dir: Path) -> str 
         return "the artifact has no probe file to check bf16 against; re-export it"
     key = bf16_key(variant)
     recorded = manifest.extra.get("openvino", {}).get("bf16")
-    found = recorded if isinstance(recorded, dict) and recorded.get("key") == key else \
-        _load_checks(cache_dir).get("gates", {}).get(key)
+    found = (
+        recorded
+        if isinstance(recorded, dict) and recorded.get("key") == key
+        else _load_checks(cache_dir).get("gates", {}).get(key)
+    )
     if not isinstance(found, dict) or "parity" not in found:
         return None
     return "; ".join(BF16_GATE.failures(Parity(**found["parity"])))
 
 
-def check_bf16(directory: Path, manifest: Manifest, variant: Variant, measure: Callable[[list[str]], Any],
-               cache_dir: Path) -> str:
+def check_bf16(
+    directory: Path, manifest: Manifest, variant: Variant, measure: Callable[[list[str]], Any], cache_dir: Path
+) -> str:
     """Run bf16's gate with `measure(texts) -> (n, dim)` on the probe texts and cache the verdict: "" when it
     passes, else why not."""
     found = bf16_check(directory, manifest, measure) | {"key": bf16_key(variant)}
@@ -76,8 +80,7 @@ def check_bf16(directory: Path, manifest: Manifest, variant: Variant, measure: C
 
 def bf16_key(variant: Variant) -> str:
     """What a bf16 verdict depends on: the graph that runs, the OpenVINO version and the CPU."""
-    return _key("bf16", variant.sha256, openvino.version(), openvino.cpu_name(),
-                BF16_GATE.describe())
+    return _key("bf16", variant.sha256, openvino.version(), openvino.cpu_name(), BF16_GATE.describe())
 
 
 def bf16_check(directory: Path, manifest: Manifest, measure: Callable[[list[str]], Any]) -> dict[str, Any]:
@@ -88,8 +91,13 @@ def bf16_check(directory: Path, manifest: Manifest, measure: Callable[[list[str]
     probe = json.loads(safe_member(directory, manifest.probe.file).read_text(encoding="utf-8"))
     reference = np.asarray(probe["embeddings"], dtype=np.float32)
     measured = probe_parity(measure, list(probe["texts"]), reference, probe["reference"])
-    return {"parity": asdict(measured), "gate": BF16_GATE.describe(), "passed": not BF16_GATE.failures(measured),
-            "openvino": openvino.version(), "cpu": openvino.cpu_name()}
+    return {
+        "parity": asdict(measured),
+        "gate": BF16_GATE.describe(),
+        "passed": not BF16_GATE.failures(measured),
+        "openvino": openvino.version(),
+        "cpu": openvino.cpu_name(),
+    }
 
 
 def cached_speeds(cache_dir: Path, keys: dict[str, str]) -> dict[str, float]:
@@ -170,5 +178,4 @@ def _store_check(cache_dir: Path, section: str, key: str, value: object) -> None
         cache_dir.mkdir(parents=True, exist_ok=True)
         write_atomically(cache_dir / CHECKS_FILE, json.dumps(data, indent=1, sort_keys=True) + "\n")
     except OSError as e:
-        log.warning("jina-onnx: cannot cache a backend check in %s (%s); it will run again next time",
-                    cache_dir, e)
+        log.warning("jina-onnx: cannot cache a backend check in %s (%s); it will run again next time", cache_dir, e)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
-import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..errors import ArtifactError, DeviceError, InputError, require
 from ..machine import physical_cores
@@ -17,8 +16,13 @@ CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
 # Shared libraries the CUDA provider needs (CUDA 12 or 13 builds); named in the error when absent.
-CUDA_LIBRARIES = (("libcudart.so.13", "libcudart.so.12"), ("libcublas.so.13", "libcublas.so.12"),
-                  ("libcublasLt.so.13", "libcublasLt.so.12"), ("libcudnn.so.9",), ("libcufft.so.12", "libcufft.so.11"))
+CUDA_LIBRARIES = (
+    ("libcudart.so.13", "libcudart.so.12"),
+    ("libcublas.so.13", "libcublas.so.12"),
+    ("libcublasLt.so.13", "libcublasLt.so.12"),
+    ("libcudnn.so.9",),
+    ("libcufft.so.12", "libcufft.so.11"),
+)
 
 
 def missing_cuda_libraries() -> list[str]:
@@ -38,11 +42,11 @@ def missing_cuda_libraries() -> list[str]:
 
 def session_options(threads: int | None, allow_spinning: bool = True) -> Any:
     ort = require("onnxruntime", "cpu")
-    options = ort.SessionOptions()  # type: ignore[attr-defined]
+    options = ort.SessionOptions()
     if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
         raise InputError(f"threads={threads!r} must be a positive integer (or None for the physical cores)")
     options.intra_op_num_threads = threads or physical_cores()
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL  # type: ignore[attr-defined]
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Memory patterns are planned per input shape and kept: with free-length text that is a slow
     # leak (onnxruntime issues 11118, 9313). The arena alone reuses its blocks across shapes.
     options.enable_mem_pattern = False
@@ -54,8 +58,14 @@ def session_options(threads: int | None, allow_spinning: bool = True) -> Any:
     return options
 
 
-def create_session(path: Path, device: str, threads: int | None, device_id: int = 0,
-                   precision: str = "fp32", allow_spinning: bool = True) -> Any:
+def create_session(
+    path: Path,
+    device: str,
+    threads: int | None,
+    device_id: int = 0,
+    precision: str = "fp32",
+    allow_spinning: bool = True,
+) -> Any:
     """An InferenceSession for `path` on a resolved device ("cpu" or "cuda")."""
     ort = require("onnxruntime", "cpu")
     options = session_options(threads, allow_spinning)
@@ -71,7 +81,7 @@ def create_session(path: Path, device: str, threads: int | None, device_id: int 
         cuda_options = {"device_id": str(device_id), "use_tf32": "0" if precision.startswith("fp32") else "1"}
         providers = [(CUDA, cuda_options), CPU]
     try:
-        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)  # type: ignore[attr-defined]
+        session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # ORT raises its own Fail / InvalidProtobuf / RuntimeException types
         raise ArtifactError(f"{path}: ONNX Runtime cannot load it ({e}); re-export the model") from e
     if device == "cuda" and CUDA not in session.get_providers():

@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import ArtifactError, require
-from ..manifest import sha256_file
 from ..machine import physical_cores
+from ..manifest import sha256_file
 
 # jina-onnx precision -> OpenVINO's INFERENCE_PRECISION_HINT.
 HINTS = {"fp32": "f32", "bf16": "bf16"}
@@ -130,8 +130,12 @@ class OpenVINOSession:
         2026.4, 8 threads). Running that path once here makes it safe.
         """
         # Token 0 with mask 1: valid for every vocabulary and token-type table.
-        feed = {port.any_name: (np.ones if port.any_name == "attention_mask" else np.zeros)(
-                    (1, 1), dtype=port.get_element_type().to_dtype()) for port in self._bulk.inputs}
+        feed = {
+            port.any_name: (np.ones if port.any_name == "attention_mask" else np.zeros)(
+                (1, 1), dtype=port.get_element_type().to_dtype()
+            )
+            for port in self._bulk.inputs
+        }
         self._bulk.create_infer_request().infer(feed)
 
     def _compile(self, hint: str) -> Any:
@@ -143,8 +147,10 @@ class OpenVINOSession:
             raise self._unreadable(e) from e
 
     def _unreadable(self, e: RuntimeError) -> UnreadableGraph:
-        return UnreadableGraph(f"{self.path}: OpenVINO cannot load it ({str(e).strip().splitlines()[-1]}); "
-                               "re-export the model, or use backend='onnxruntime'")
+        return UnreadableGraph(
+            f"{self.path}: OpenVINO cannot load it ({str(e).strip().splitlines()[-1]}); "
+            "re-export the model, or use backend='onnxruntime'"
+        )
 
     def get_inputs(self) -> list[Port]:
         return [_port(p) for p in self._bulk.inputs]
@@ -193,8 +199,10 @@ class OpenVINOSession:
             with self._compile_lock:
                 if self._small is None:
                     if self.sha256 is not None and sha256_file(self.path) != self.sha256:
-                        raise ArtifactError(f"{self.path}: changed on disk since it was loaded (sha256 no "
-                                            "longer matches the manifest); reload the model or re-export")
+                        raise ArtifactError(
+                            f"{self.path}: changed on disk since it was loaded (sha256 no "
+                            "longer matches the manifest); reload the model or re-export"
+                        )
                     self._small = self._compile("LATENCY")
             request = self._local.small = self._small.create_infer_request()
         # Shared buffers avoid copying every output; only the outputs asked for are copied out, before

@@ -24,17 +24,18 @@ import contextlib
 import logging
 import signal
 import time
-from typing import Any, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, require
+from ..model import EmbeddingModel
+from ..similarity import l2_normalize
 from .batcher import Batcher, Overloaded
 from .loading import load_models
 from .requests import ApiError, Limits, check_key, error_type, json_type, parse_body
 from .requests import texts as texts_of
-from ..errors import InputError, require
-from ..model import EmbeddingModel
-from ..similarity import l2_normalize
 
 log = logging.getLogger("jina_onnx")
 INLINE_TOKENIZE_CHARS = 16_384  # requests up to this many characters are tokenized on the event loop
@@ -49,28 +50,46 @@ class Metrics:
 
     def __init__(self) -> None:
         prometheus = require("prometheus_client", "serve")
-        self.registry = prometheus.CollectorRegistry()  # type: ignore[attr-defined]
-        self.requests = prometheus.Counter(  # type: ignore[attr-defined]
-            "jina_onnx_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=self.registry)
-        self.latency = prometheus.Histogram(  # type: ignore[attr-defined]
-            "jina_onnx_request_seconds", "Request latency", ["endpoint"], registry=self.registry,
-            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30))
-        self.batch_texts = prometheus.Histogram(  # type: ignore[attr-defined]
-            "jina_onnx_batch_texts", "Texts per inference batch", ["model"], registry=self.registry,
-            buckets=tuple(2 ** i for i in range(13)))
-        self.batch_tokens = prometheus.Histogram(  # type: ignore[attr-defined]
-            "jina_onnx_batch_tokens", "Tokens per inference batch", ["model"], registry=self.registry,
-            buckets=tuple(2 ** i for i in range(4, 20)))
-        self.queue_depth = prometheus.Gauge(  # type: ignore[attr-defined]
-            "jina_onnx_queue_depth", "Requests waiting for a batch", ["model"], registry=self.registry)
-        self._render = prometheus.generate_latest  # type: ignore[attr-defined]
+        self.registry = prometheus.CollectorRegistry()
+        self.requests = prometheus.Counter(
+            "jina_onnx_requests", "HTTP requests by endpoint and status", ["endpoint", "status"], registry=self.registry
+        )
+        self.latency = prometheus.Histogram(
+            "jina_onnx_request_seconds",
+            "Request latency",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 30),
+        )
+        self.batch_texts = prometheus.Histogram(
+            "jina_onnx_batch_texts",
+            "Texts per inference batch",
+            ["model"],
+            registry=self.registry,
+            buckets=tuple(2**i for i in range(13)),
+        )
+        self.batch_tokens = prometheus.Histogram(
+            "jina_onnx_batch_tokens",
+            "Tokens per inference batch",
+            ["model"],
+            registry=self.registry,
+            buckets=tuple(2**i for i in range(4, 20)),
+        )
+        self.queue_depth = prometheus.Gauge(
+            "jina_onnx_queue_depth", "Requests waiting for a batch", ["model"], registry=self.registry
+        )
+        self._render = prometheus.generate_latest
 
     def render(self) -> bytes:
-        return self._render(self.registry)  # type: ignore[no-any-return]
+        return self._render(self.registry)
 
 
-def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api_key: str | None = None,
-               in_flight: dict[str, int] | None = None) -> Any:
+def create_app(
+    models: dict[str, EmbeddingModel],
+    limits: Limits = Limits(),
+    api_key: str | None = None,
+    in_flight: dict[str, int] | None = None,
+) -> Any:
     """The ASGI app serving `models` (name -> loaded model); batchers start with the app's lifespan.
     `in_flight` gives a model's batches that may run at once (default 1; see `Batcher`).
 
@@ -89,8 +108,7 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
     def vectors_response(content: Any) -> Response:
         # orjson writes numpy float32 rows directly, 15x faster than floats through json.dumps (2.2 ms for a
         # 16 x 312 response), and each value reads back as the same float32.
-        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY),  # type: ignore[attr-defined]
-                        media_type="application/json")
+        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     if not models:
         raise InputError("no model to serve: pass at least one -m MODEL")
@@ -103,9 +121,14 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
             metrics.batch_texts.labels(name).observe(texts)
             metrics.batch_tokens.labels(name).observe(tokens)
 
-        batcher = Batcher(model, max_batch_tokens=limits.max_batch_tokens or model.default_token_budget,
-                          max_batch_wait_ms=limits.max_batch_wait_ms, max_queue=limits.max_queue, on_batch=on_batch,
-                          in_flight=(in_flight or {}).get(name, 1))
+        batcher = Batcher(
+            model,
+            max_batch_tokens=limits.max_batch_tokens or model.default_token_budget,
+            max_batch_wait_ms=limits.max_batch_wait_ms,
+            max_queue=limits.max_queue,
+            on_batch=on_batch,
+            in_flight=(in_flight or {}).get(name, 1),
+        )
         metrics.queue_depth.labels(name).set_function(lambda: batcher.depth)
         return batcher
 
@@ -129,15 +152,25 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
                     check_key(request.headers.get("authorization", ""), api_key)
                 response = await handler(request)
             except ApiError as error:
-                response = JSONResponse({"error": {"message": str(error), "type": error_type(error.status),
-                                                   "code": error.status}}, status_code=error.status,
-                                        headers=error.headers)
+                response = JSONResponse(
+                    {"error": {"message": str(error), "type": error_type(error.status), "code": error.status}},
+                    status_code=error.status,
+                    headers=error.headers,
+                )
             except _ClientGone:
                 response = Response(status_code=499)  # nginx's "client closed request"; nobody reads it
             except Exception as error:  # a bug: log it for the operator, give the client one line, no trace
                 log.exception("jina-onnx: %s failed", name)
-                response = JSONResponse({"error": {"message": f"internal error: {type(error).__name__}",
-                                                   "type": "server_error", "code": 500}}, status_code=500)
+                response = JSONResponse(
+                    {
+                        "error": {
+                            "message": f"internal error: {type(error).__name__}",
+                            "type": "server_error",
+                            "code": 500,
+                        }
+                    },
+                    status_code=500,
+                )
             metrics.requests.labels(name, str(response.status_code)).inc()
             metrics.latency.labels(name).observe(time.perf_counter() - start)
             return response
@@ -158,8 +191,11 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
     async def embed(request: Request, body: dict[str, Any], field: str, name: str) -> tuple[np.ndarray, int]:
         texts = texts_of(body.get(field), field)
         if len(texts) > limits.max_inputs_per_request:
-            raise ApiError(413, f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request "
-                                "(--max-inputs-per-request); split the request")
+            raise ApiError(
+                413,
+                f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request "
+                "(--max-inputs-per-request); split the request",
+            )
         truncate = body.get("truncate", True)
         if not isinstance(truncate, bool):
             raise ApiError(400, f"'truncate' must be true or false, got {json_type(truncate)}")
@@ -169,8 +205,11 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
         else:  # the Rust tokenizer releases the GIL: big requests don't hold up the event loop
             tokens = await asyncio.get_running_loop().run_in_executor(None, model.tokenizer.tokenize, texts)
         if tokens.truncated and not truncate:
-            raise ApiError(413, f"{tokens.truncated} of {len(texts)} inputs are longer than the model's "
-                                f"{model.max_length} tokens; shorten them or send truncate=true")
+            raise ApiError(
+                413,
+                f"{tokens.truncated} of {len(texts)} inputs are longer than the model's "
+                f"{model.max_length} tokens; shorten them or send truncate=true",
+            )
         try:
             vectors = await _unless_disconnected(request, batchers[name].embed(tokens.ids))
         except Overloaded as error:
@@ -192,11 +231,17 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
         vectors, tokens = await embed(request, body, "input", name)
         if models[name].manifest.normalize:
             vectors = l2_normalize(vectors)
-        data = [{"object": "embedding", "index": i,
-                 "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if encoding == "base64"
-                 else v} for i, v in enumerate(vectors)]
-        return vectors_response({"object": "list", "data": data, "model": name,
-                             "usage": {"prompt_tokens": tokens, "total_tokens": tokens}})
+        data = [
+            {
+                "object": "embedding",
+                "index": i,
+                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if encoding == "base64" else v,
+            }
+            for i, v in enumerate(vectors)
+        ]
+        return vectors_response(
+            {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
+        )
 
     async def tei_embed(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)
@@ -212,10 +257,25 @@ def create_app(models: dict[str, EmbeddingModel], limits: Limits = Limits(), api
         return vectors_response(l2_normalize(vectors) if normalize else vectors)
 
     async def list_models(request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [
-            {"id": name, "object": "model", "created": 0, "owned_by": "jina-onnx", "dim": m.dim,
-             "max_length": m.max_length, "precision": m.precision, "device": m.device,
-             "backend": m.backend} for name, m in models.items()]})
+        return JSONResponse(
+            {
+                "object": "list",
+                "data": [
+                    {
+                        "id": name,
+                        "object": "model",
+                        "created": 0,
+                        "owned_by": "jina-onnx",
+                        "dim": m.dim,
+                        "max_length": m.max_length,
+                        "precision": m.precision,
+                        "device": m.device,
+                        "backend": m.backend,
+                    }
+                    for name, m in models.items()
+                ],
+            }
+        )
 
     async def health(request: Request) -> Response:
         if not state["ready"]:
@@ -267,25 +327,52 @@ async def _unless_disconnected(request: Any, work: Awaitable[Any]) -> Any:
     raise _ClientGone()
 
 
-def serve(models: list[str], *, host: str = "127.0.0.1", port: int = 8080, device: str = "auto",
-          precision: str = "auto", threads: int | None = None, limits: Limits = Limits(),
-          api_key: str | None = None, backend: str = "auto", batches_in_flight: int | None = None,
-          optimize_for: str = "latency") -> None:
+def serve(
+    models: list[str],
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8080,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    limits: Limits = Limits(),
+    api_key: str | None = None,
+    backend: str = "auto",
+    batches_in_flight: int | None = None,
+    optimize_for: str = "latency",
+) -> None:
     """Load and warm every model, then serve until SIGTERM/SIGINT (in-flight requests finish first).
 
     `batches_in_flight`: batches of one model that run at once; default 2 for ONNX Runtime on a CPU with 2 or
     more cores (each session thread count is then cores // 2 unless `threads` says otherwise), else 1.
     """
     uvicorn = require("uvicorn", "serve")
-    loaded, flights = load_models(models, device=device, precision=precision, threads=threads, backend=backend,
-                                  batches_in_flight=batches_in_flight, optimize_for=optimize_for)
+    loaded, flights = load_models(
+        models,
+        device=device,
+        precision=precision,
+        threads=threads,
+        backend=backend,
+        batches_in_flight=batches_in_flight,
+        optimize_for=optimize_for,
+    )
     app = create_app(loaded, limits, api_key, flights)
     if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("jina-onnx: listening on %s: reachable from other machines%s", host,
-                    "" if api_key else " with no API key (--api-key or JINA_ONNX_API_KEY)")
+        log.warning(
+            "jina-onnx: listening on %s: reachable from other machines%s",
+            host,
+            "" if api_key else " with no API key (--api-key or JINA_ONNX_API_KEY)",
+        )
     # uvicorn handles SIGTERM/SIGINT while serving (stop accepting, finish requests in flight), then restores
     # the previous handler and raises the signal again. With Python's default handler that ends the process
     # with -15 after a clean shutdown; this one lets `serve` return, so the exit status is 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(app, host=host, port=port, log_level="warning", timeout_graceful_shutdown=30,  # type: ignore[attr-defined]
-                limit_concurrency=None, access_log=False)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=30,
+        limit_concurrency=None,
+        access_log=False,
+    )

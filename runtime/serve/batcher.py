@@ -27,15 +27,14 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
 from ..model import EmbeddingModel
 from ..similarity import FloatArray
-
 
 CPU_SUB_BATCH = 8  # texts per ONNX call within a batch on a CPU; see Batcher.__init__
 
@@ -64,9 +63,16 @@ class Batcher:
         in_flight: batches allowed to run at once (give the model's session threads // in_flight each).
     """
 
-    def __init__(self, model: EmbeddingModel, *, max_batch_tokens: int, max_batch_wait_ms: float = 0.0,
-                 max_queue: int = 256, on_batch: Callable[[int, int], None] | None = None,
-                 in_flight: int = 1) -> None:
+    def __init__(
+        self,
+        model: EmbeddingModel,
+        *,
+        max_batch_tokens: int,
+        max_batch_wait_ms: float = 0.0,
+        max_queue: int = 256,
+        on_batch: Callable[[int, int], None] | None = None,
+        in_flight: int = 1,
+    ) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight={in_flight!r} must be at least 1")
         self.model = model
@@ -159,8 +165,12 @@ class Batcher:
     async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Job], parts: int) -> None:
         ids = [seq for job in batch for seq in job.ids]
         bounds = np.linspace(0, len(ids), parts + 1).astype(int)
-        calls = [functools.partial(self.model.embed_token_ids, ids[a:b], token_budget=self.max_batch_tokens,
-                                   batch_size=self.sub_batch) for a, b in zip(bounds[:-1], bounds[1:])]
+        calls = [
+            functools.partial(
+                self.model.embed_token_ids, ids[a:b], token_budget=self.max_batch_tokens, batch_size=self.sub_batch
+            )
+            for a, b in zip(bounds[:-1], bounds[1:])
+        ]
         try:
             outs = await asyncio.gather(*(loop.run_in_executor(self._executor, call) for call in calls))
         except Exception as error:  # handed to every request of the batch; the batcher goes on

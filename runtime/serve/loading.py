@@ -11,9 +11,16 @@ from ..model import EmbeddingModel
 log = logging.getLogger("jina_onnx")
 
 
-def load_models(models: list[str], *, device: str = "auto", precision: str = "auto", threads: int | None = None,
-                backend: str = "auto", batches_in_flight: int | None = None, optimize_for: str = "latency",
-                ) -> tuple[dict[str, EmbeddingModel], dict[str, int]]:
+def load_models(
+    models: list[str],
+    *,
+    device: str = "auto",
+    precision: str = "auto",
+    threads: int | None = None,
+    backend: str = "auto",
+    batches_in_flight: int | None = None,
+    optimize_for: str = "latency",
+) -> tuple[dict[str, EmbeddingModel], dict[str, int]]:
     """Load and warm each model once, for serving: {name: model} and {name: batches in flight}.
 
     "auto" choices are measured for `optimize_for`: latency by default, since a server mostly answers single
@@ -29,8 +36,8 @@ def load_models(models: list[str], *, device: str = "auto", precision: str = "au
     """
     from ..loader import load
     from ..loadplan import Option, Request, check
-    from ..model import resolve_artifact
     from ..manifest import load_manifest
+    from ..model import resolve_artifact
     from ..registry import home_dir
 
     loaded: dict[str, EmbeddingModel] = {}
@@ -48,13 +55,25 @@ def load_models(models: list[str], *, device: str = "auto", precision: str = "au
 
     for ref in models:
         directory = resolve_artifact(ref, None)
-        model = load(directory, load_manifest(directory), request, threads=threads_for, cache_dir=home_dir(None),
-                     allow_spinning=False)  # the event loop needs the cores between batches
+        model = load(
+            directory,
+            load_manifest(directory),
+            request,
+            threads=threads_for,
+            cache_dir=home_dir(None),
+            allow_spinning=False,
+        )  # the event loop needs the cores between batches
         model.warmup()
         count = split if model.engine.concurrent_batches else (batches_in_flight or 1)
         if model.name in loaded:
             raise InputError(f"two -m arguments load the same model name {model.name!r}")
         loaded[model.name], flights[model.name] = model, count
-        log.info("jina-onnx: %s on %s (%s, %s), %d batch(es) in flight", model.name, model.device, model.backend,
-                 model.precision, count)
+        log.info(
+            "jina-onnx: %s on %s (%s, %s), %d batch(es) in flight",
+            model.name,
+            model.device,
+            model.backend,
+            model.precision,
+            count,
+        )
     return loaded, flights

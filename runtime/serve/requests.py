@@ -70,8 +70,9 @@ def texts(value: Any, field: str) -> list[str]:
     for index, item in enumerate(value):
         if not isinstance(item, str):
             if isinstance(item, (int, list)) and not isinstance(item, bool):
-                raise ApiError(400, f"token-id inputs are not supported ({field}[{index}] is {json_type(item)}): "
-                                    "send text")
+                raise ApiError(
+                    400, f"token-id inputs are not supported ({field}[{index}] is {json_type(item)}): send text"
+                )
             raise ApiError(400, f"{field}[{index}] is {json_type(item)}, not a string")
     return value
 
@@ -82,15 +83,28 @@ def check_key(authorization: str, api_key: str | None) -> None:
     scheme, _, token = authorization.partition(" ")
     # Constant-time comparison, so response timing does not reveal how much of a guess was right.
     if scheme.lower() != "bearer" or not hmac.compare_digest(token.encode(), api_key.encode()):
-        raise ApiError(401, "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                       {"WWW-Authenticate": "Bearer"})
+        raise ApiError(
+            401, "missing or wrong API key: send 'Authorization: Bearer <key>'", {"WWW-Authenticate": "Bearer"}
+        )
 
 
 def json_type(value: Any) -> str:
-    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", type(None): "null",
-            int: "a number", float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "an object",
+        list: "a list",
+        str: "a string",
+        bool: "a boolean",
+        type(None): "null",
+        int: "a number",
+        float: "a number",
+    }.get(type(value), type(value).__name__)
 
 
 def error_type(status: int) -> str:
-    return {401: "authentication_error", 404: "not_found_error", 413: "request_too_large",
-            429: "rate_limit_error", 503: "unavailable"}.get(status, "invalid_request_error")
+    return {
+        401: "authentication_error",
+        404: "not_found_error",
+        413: "request_too_large",
+        429: "rate_limit_error",
+        503: "unavailable",
+    }.get(status, "invalid_request_error")
