@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         t.join()
     shapes = {}
     if model.backend == "openvino":
-        # OpenVINO keeps kernels for every input shape it meets (openvino_backend.row_bucket): its RSS rises
+        # OpenVINO keeps kernels for every input shape it meets (jina_onnx.engines.openvino.row_bucket): its RSS rises
         # until every shape the run can produce has turned up, rare ones many minutes in. Visiting each once
         # puts that ceiling in the warm-up, as the peak load does for ONNX Runtime's arena, and records it.
         before = rss_mb()
