@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 
-import jina_onnx
-
 SKIPPED = {
     "jina_onnx.model": "reads a corpus file that the example only names (`encode_iter`)",
     "jina_onnx.manifest": "loads from the user's cache path, which a test must not touch",
