@@ -22,7 +22,7 @@ from typing import Any
 
 from .engines import checks, engine_version, openvino
 from .errors import DeviceError, require
-from .loadplan import CUDA, Facts, Option, Plan, Request, plan_load
+from .loadplan import CUDA, Facts, Option, Plan, Request, may_run_openvino, plan_load
 from .machine import physical_cores
 from .manifest import Manifest, Precision
 from .model import EmbeddingModel
@@ -105,12 +105,12 @@ def gather_facts(
         variants=tuple(p.value for p in manifest.variants),
         providers=tuple(ort.get_available_providers()),
         rejected=dict(manifest.rejected),
-        openvino=request.backend != "onnxruntime" and openvino.installed(),
-        env_backend=os.environ.get(checks.ENV, "").strip() if request.backend == "auto" else "",
+        openvino=openvino.installed(),
+        env_backend=os.environ.get(checks.ENV, "").strip(),
     )
-    if facts.env_backend == "onnxruntime":
-        facts = dataclasses.replace(facts, openvino=False)
-    if facts.openvino and request.device != "cuda":
+    if not may_run_openvino(request, facts):
+        facts = dataclasses.replace(facts, openvino=False)  # and OpenVINO is never imported
+    if facts.openvino:
         graph = checks.openvino_variant(manifest) if any(v in facts.variants for v in ("fp32", "fp32-opt")) else None
         recorded = checks.recorded_bf16(manifest, graph, cache_dir) if graph else None
         facts = dataclasses.replace(

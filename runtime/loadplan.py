@@ -138,6 +138,12 @@ def plan_load(request: Request, facts: Facts) -> Plan:
     return Plan(request.objective, best, why + f"fastest for {request.objective} on this machine (texts/s: {measured})")
 
 
+def may_run_openvino(request: Request, facts: Facts) -> bool:
+    """Whether any plan for `request` could involve OpenVINO (so its facts are worth gathering)."""
+    backend = facts.env_backend if request.backend == "auto" and facts.env_backend else request.backend
+    return facts.openvino and backend != "onnxruntime" and request.device != "cuda"
+
+
 def check(request: Request) -> None:
     """InputError naming the value when a request field is not one of its choices."""
     for name, value, allowed in (

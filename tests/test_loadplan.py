@@ -185,3 +185,15 @@ def test_auto_never_runs_a_variant_slower_than_the_faster_fp32_graph() -> None:
         speeds = {"onnxruntime int8 on cpu": int8, "onnxruntime fp32-opt on cpu": opt, "onnxruntime fp32 on cpu": plain}
         choice = plan_load(Request("cpu"), Facts(variants=ALL, speeds=speeds)).choice
         assert choice is not None and speeds[choice.label] >= max(opt, plain)
+
+
+def test_openvino_facts_are_gathered_only_where_it_may_run() -> None:
+    from jina_onnx.loadplan import may_run_openvino
+
+    installed = Facts(openvino=True)
+    assert may_run_openvino(Request("cpu"), installed)
+    assert not may_run_openvino(Request("cpu"), Facts(openvino=False))
+    assert not may_run_openvino(Request("cpu", backend="onnxruntime"), installed)
+    assert not may_run_openvino(Request("cuda"), installed)
+    assert not may_run_openvino(Request("cpu"), Facts(openvino=True, env_backend="onnxruntime"))
+    assert may_run_openvino(Request("cpu", backend="openvino"), Facts(openvino=True, env_backend="onnxruntime"))

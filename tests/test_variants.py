@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from onnx.shape_inference import infer_shapes
 
 from benchmarks.sts import load_sts, sts_spearman
 from jina_onnx import ArtifactError, build_model
@@ -61,7 +62,7 @@ def fp16_structure(path: Path) -> dict[str, object]:
     """What the fp16 graph computes in which type: MatMuls by weight/input type, Casts by target type."""
     graph = onnx.load(str(path)).graph
     types = {i.name: i.data_type for i in graph.initializer}
-    inferred = onnx.shape_inference.infer_shapes(onnx.load(str(path))).graph
+    inferred = infer_shapes(onnx.load(str(path))).graph
     types |= {v.name: v.type.tensor_type.elem_type for v in [*inferred.value_info, *inferred.input]}
     matmuls = [n for n in graph.node if n.op_type in ("MatMul", "Gemm")]
     fp32 = onnx.TensorProto.FLOAT

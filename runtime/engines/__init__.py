@@ -133,7 +133,11 @@ def open_engine(
     # On a CPU, two single-threaded-ish batches at once keep the cores busier than one batch on all of them
     # while a server's event loop shares the machine (serve/loading.py).
     return SessionEngine(
-        session, device=device, device_id=device_id, io_binding=io_binding, concurrent_batches=device == "cpu"
+        session,
+        device=device,
+        device_id=device_id,
+        io_binding=io_binding,
+        concurrent_batches=concurrent_batches(engine, device),
     )
 
 
@@ -144,3 +148,9 @@ def engine_version(engine: str) -> str:
 
         return f"openvino {version()}"
     return f"onnxruntime {require('onnxruntime', 'cpu').__version__}"
+
+
+def concurrent_batches(engine: str, device: str) -> bool:
+    """Whether an engine gains from several batches at once, each on its share of the cores (ONNX Runtime on a
+    CPU beside a server's event loop); OpenVINO cuts one batch across its streams itself, and a GPU runs one."""
+    return engine == "onnxruntime" and device == "cpu"

@@ -34,6 +34,7 @@ def load_models(
         >>> in_flight  # doctest: +SKIP
         {'jina-embedding-t-en-v1': 2}
     """
+    from ..engines import concurrent_batches
     from ..loader import load
     from ..loadplan import Option, Request, check
     from ..manifest import load_manifest
@@ -49,7 +50,7 @@ def load_models(
 
     def threads_for(option: Option) -> int | None:
         # Known per option before loading, so each model loads once with its share.
-        if threads is None and split > 1 and option.device == "cpu" and option.engine == "onnxruntime":
+        if threads is None and split > 1 and concurrent_batches(option.engine, option.device):
             return max(1, cores // split)
         return threads
 
