@@ -107,6 +107,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     encode.set_defaults(run=_encode)
 
+    tokens = commands.add_parser(
+        "tokens", help="count the tokens each text is embedded with (arguments, or one per line on stdin)"
+    )
+    _model_options(tokens)
+    tokens.add_argument("texts", nargs="*", help="texts to count; none: read stdin, one text per line")
+    tokens.add_argument("--total", action="store_true", help="print only the sum")
+    tokens.set_defaults(run=_tokens)
+
     verify = commands.add_parser("verify", help="check an artifact end to end (checksums, load, probe parity)")
     verify.add_argument("directory", help="artifact directory, or a model name in $JINA_ONNX_HOME")
     verify.set_defaults(run=_verify)
@@ -148,6 +156,7 @@ def _parser() -> argparse.ArgumentParser:
         help="a null, non-string or non-UTF-8 row stops the job (stop) or goes to _rejected.jsonl",
     )
     embed.add_argument("--overwrite", action="store_true", help="redo finished shards instead of skipping them")
+    _truncation_option(embed)
     embed.add_argument(
         "--ray",
         nargs="?",
@@ -250,6 +259,17 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         choices=["auto", "onnxruntime", "openvino"],
         help="CPU engine (auto: OpenVINO where installed and measured faster here, else ONNX Runtime)",
     )
+    _truncation_option(parser)
+
+
+def _truncation_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--truncation",
+        default="right",
+        choices=["right", "left", "refuse"],
+        help="an input over the model's 512 tokens is cut at its end (right, default), at its start (left), "
+        "or refused with an error naming it (refuse)",
+    )
 
 
 def _embed(args: argparse.Namespace) -> int:
@@ -272,6 +292,7 @@ def _embed(args: argparse.Namespace) -> int:
         "keep_text": args.keep_text,
         "on_bad_row": args.on_bad_row,
         "overwrite": args.overwrite,
+        "truncation": args.truncation,
     }
     if args.ray is not None:
         if args.backend not in ("auto", "onnxruntime") or args.precision == "bf16":
@@ -423,13 +444,24 @@ def _encode(args: argparse.Namespace) -> int:
 
     texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
     model = _load(args)
-    embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize)
+    embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize, truncation=args.truncation)
     if args.output:
         np.save(args.output, embeddings)
         logging.getLogger("jina_onnx").info("jina-onnx: wrote %s %s", args.output, embeddings.shape)
     else:
         for text, vector in zip(texts, embeddings):
             print(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}))
+    return 0
+
+
+def _tokens(args: argparse.Namespace) -> int:
+    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
+    counts = _load(args).count_tokens(texts, truncation=args.truncation)
+    if args.total:
+        print(int(counts.sum()))
+    else:
+        for text, count in zip(texts, counts):
+            print(json.dumps({"text": text, "tokens": int(count)}))
     return 0
 
 
@@ -449,6 +481,6 @@ def _similarity(args: argparse.Namespace) -> int:
     from .similarity import cos_sim
 
     model = _load(args)
-    a, b = model.encode([args.text_a, args.text_b])
+    a, b = model.encode([args.text_a, args.text_b], truncation=args.truncation)
     print(f"{cos_sim(a, b):.6f}")
     return 0

@@ -32,6 +32,14 @@ class InputError(JinaOnnxError, ValueError):
     """A caller passed a value the API cannot use (wrong value, not wrong type)."""
 
 
+class InputTooLongError(InputError):
+    """An input has more tokens than the model takes and the caller asked for no truncation."""
+
+    def __init__(self, message: str, *, index: int, tokens: int, limit: int) -> None:
+        super().__init__(message)
+        self.index, self.tokens, self.limit = index, tokens, limit
+
+
 class InputTypeError(JinaOnnxError, TypeError):
     """A caller passed a value of the wrong type."""
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from . import hostpath
 from .batching import (
@@ -26,6 +27,7 @@ from .engines import KNOWN_INPUTS, Engine, SessionEngine, open_engine
 from .errors import (
     ArtifactError,
     InputError,
+    InputTooLongError,
     InputTypeError,
     ModelNotFoundError,
     require,
@@ -45,7 +47,7 @@ from .manifest import (
 from .pooling import pool
 from .registry import find_spec, home_dir
 from .similarity import FloatArray, l2_normalize
-from .tokenization import TextTokenizer, TokenizedBatch
+from .tokenization import TRUNCATIONS, TextTokenizer, TokenizedBatch
 
 log = logging.getLogger("jina_onnx")
 
@@ -188,6 +190,7 @@ class EmbeddingModel:
         max_length: int | None = None,
         show_progress: bool = False,
         token_budget: int | None = None,
+        truncation: str = "right",
     ) -> FloatArray:
         """Embed texts; returns float32 of shape (len(data), dim) in the caller's order.
 
@@ -204,19 +207,26 @@ class EmbeddingModel:
             show_progress: draw a tqdm progress bar counting texts.
             token_budget: at most this many tokens (batch x padded length) per call; None: 8,192 on CPU,
                 65,536 on CUDA.
+            truncation: an input longer than `max_length` is cut at its end ("right", the default: one
+                TruncationWarning per call says how many), at its start ("left": its last tokens are kept), or
+                refused ("refuse": `InputTooLongError` naming the first such input and its token count).
 
         Example:
             >>> model.encode(["how is the weather today", "What is the current weather like today?"]).shape
             (2, 312)
         """
         texts = _check_texts(data)
-        batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
+        batch_size, limit, token_budget, side = self._check_options(batch_size, max_length, token_budget, truncation)
+        if truncation == "refuse":
+            self._refuse_long(texts, limit)
         windows, parallel = self._windows(len(texts), batch_size)
         chunks = (texts[start:end] for start, end in windows)
         out = np.empty((len(texts), self.dim), dtype=np.float32)  # (n, dim); windows fill it in order
         truncated = 0
         with _progress(show_progress, len(texts), f"encode {self.name}") as bar:
-            for _, cut in self._embed_chunks(chunks, batch_size, limit, token_budget, bar, parallel, into=out):
+            for _, cut in self._embed_chunks(
+                chunks, batch_size, limit, token_budget, bar, parallel, into=out, side=side
+            ):
                 truncated += cut
         self._warn_truncated(truncated, len(texts), limit)
         return self._finish(out, normalize)
@@ -231,6 +241,7 @@ class EmbeddingModel:
         max_length: int | None = None,
         show_progress: bool = False,
         token_budget: int | None = None,
+        truncation: str = "right",
     ) -> Iterator[FloatArray]:
         """Embed a stream of texts, yielding one (n <= chunk_size, dim) array per `chunk_size` texts.
 
@@ -246,12 +257,15 @@ class EmbeddingModel:
             raise InputTypeError(f"texts must be an iterable of strings, got {type(texts).__name__}")
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
             raise InputError(f"chunk_size={chunk_size!r} must be a positive integer")
-        batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
+        batch_size, limit, token_budget, side = self._check_options(batch_size, max_length, token_budget, truncation)
         total = len(texts) if isinstance(texts, Sized) else None
+        chunks = _checked_chunks(iter(texts), chunk_size)
+        if truncation == "refuse":
+            chunks = self._refusing(chunks, limit)
         seen = truncated = 0
         with _progress(show_progress, total, f"encode {self.name}") as bar:
             for out, cut in self._embed_chunks(
-                _checked_chunks(iter(texts), chunk_size), batch_size, limit, token_budget, bar, self.host_workers > 0
+                chunks, batch_size, limit, token_budget, bar, self.host_workers > 0, side=side
             ):
                 seen, truncated = seen + len(out), truncated + cut
                 yield self._finish(out, normalize)
@@ -292,6 +306,7 @@ class EmbeddingModel:
         batch_size: int | None = None,
         token_budget: int | None = None,
         max_length: int | None = None,
+        truncation: str = "right",
     ) -> list[PreparedBatch]:
         """The batches `encode` would run for `texts`, tokenized, padded and placed on the device, in the
         order `encode` runs them; each batch's `rows` are positions in `texts`.
@@ -306,12 +321,14 @@ class EmbeddingModel:
             2
         """
         texts = _check_texts(texts)
-        batch_size, limit, token_budget = self._check_options(batch_size, max_length, token_budget)
+        batch_size, limit, token_budget, side = self._check_options(batch_size, max_length, token_budget, truncation)
+        if truncation == "refuse":
+            self._refuse_long(texts, limit)
         batches = []
         for start, end in self._windows(len(texts), batch_size)[0]:
             stream = hostpath.serial(
                 iter([texts[start:end]]),
-                lambda window: self.tokenizer.tokenize(window, limit),
+                lambda window: self.tokenizer.tokenize(window, limit, side=side),
                 self._planner(batch_size, token_budget),
                 self._pad_batch,
             )
@@ -321,6 +338,23 @@ class EmbeddingModel:
                 if isinstance(item, PreparedBatch) and item.rows is not None
             ]
         return batches
+
+    def count_tokens(
+        self, texts: Sequence[str], *, max_length: int | None = None, truncation: str = "right"
+    ) -> npt.NDArray[np.int64]:
+        """How many tokens `encode` embeds for each text (special tokens included): its length, or the limit
+        for a text that is cut. With `truncation="refuse"`, a text over the limit raises as `encode` would.
+
+        Example:
+            >>> model.count_tokens(["how is the weather today", "word " * 1000]).tolist()
+            [7, 512]
+        """
+        texts = _check_texts(texts)
+        _, limit, _, _ = self._check_options(None, max_length, None, truncation)
+        lengths = self.tokenizer.count(texts)
+        if truncation == "refuse":
+            self._refuse_long(texts, limit, lengths=lengths)
+        return np.minimum(lengths, limit)
 
     def run_batch(self, batch: PreparedBatch) -> FloatArray:
         """Embed one prepared batch on the engine: float32 (rows, dim), not normalized.
@@ -335,21 +369,47 @@ class EmbeddingModel:
         return pool(result, batch.attention_mask, self.manifest.pooling)  # (batch, seq, dim) -> (batch, dim)
 
     def _check_options(
-        self, batch_size: int | None, max_length: int | None, token_budget: int | None
-    ) -> tuple[int, int, int]:
-        """(batch_size, max_length, token_budget), with None replaced by this device's defaults."""
+        self, batch_size: int | None, max_length: int | None, token_budget: int | None, truncation: str = "right"
+    ) -> tuple[int, int, int, str]:
+        """(batch_size, max_length, token_budget, side the tokenizer cuts), with None replaced by this device's
+        defaults."""
+        if truncation not in TRUNCATIONS:
+            raise InputError(f"truncation={truncation!r} is not one of {', '.join(TRUNCATIONS)}")
+        side = "left" if truncation == "left" else "right"  # "refuse" cuts nothing: long inputs never get here
         batch_size = self.default_batch_size if batch_size is None else batch_size
         token_budget = self.default_token_budget if token_budget is None else token_budget
         for name, value in (("batch_size", batch_size), ("token_budget", token_budget)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"{name}={value!r} must be a positive integer")
         if max_length is None:
-            return batch_size, self.max_length, token_budget
+            return batch_size, self.max_length, token_budget, side
         if not isinstance(max_length, int) or isinstance(max_length, bool) or not 1 < max_length <= self.max_length:
             raise InputError(
                 f"max_length={max_length!r} must be an integer from 2 to the model maximum {self.max_length}"
             )
-        return batch_size, max_length, token_budget
+        return batch_size, max_length, token_budget, side
+
+    def _refuse_long(self, texts: list[str], limit: int, offset: int = 0, lengths: Any = None) -> None:
+        """InputTooLongError naming the first text over `limit` tokens (truncation="refuse")."""
+        lengths = self.tokenizer.count(texts) if lengths is None else lengths
+        over = np.flatnonzero(lengths > limit)
+        if len(over):
+            index = int(over[0])
+            raise InputTooLongError(
+                f"data[{index + offset}] has {int(lengths[index])} tokens, over the limit of {limit}"
+                f"{f' ({len(over)} inputs are)' if len(over) > 1 else ''}; shorten it, or pass truncation='right' "
+                "or 'left' to cut it",
+                index=index + offset,
+                tokens=int(lengths[index]),
+                limit=limit,
+            )
+
+    def _refusing(self, chunks: Iterator[list[str]], limit: int) -> Iterator[list[str]]:
+        offset = 0
+        for chunk in chunks:
+            self._refuse_long(chunk, limit, offset)
+            offset += len(chunk)
+            yield chunk
 
     def _embed_chunks(
         self,
@@ -360,6 +420,7 @@ class EmbeddingModel:
         bar: Any,
         parallel: bool,
         into: FloatArray | None = None,
+        side: str = "right",
     ) -> Iterator[tuple[FloatArray, int]]:
         """(embeddings, texts truncated) per chunk, in order. The host work runs on `host_workers` threads
         beside the device when `parallel`, else in this thread between device calls; for the same chunks
@@ -369,7 +430,7 @@ class EmbeddingModel:
         if parallel:
             stream = hostpath.parallel(
                 chunks,
-                lambda window: self.tokenizer.tokenize(window, limit, private=True),
+                lambda window: self.tokenizer.tokenize(window, limit, private=True, side=side),
                 plan,
                 self._pad_batch,
                 workers=self.host_workers,
@@ -377,7 +438,7 @@ class EmbeddingModel:
             )
         else:
             stream = hostpath.serial(
-                chunks, lambda window: self.tokenizer.tokenize(window, limit), plan, self._pad_batch
+                chunks, lambda window: self.tokenizer.tokenize(window, limit, side=side), plan, self._pad_batch
             )
         out: FloatArray | None = None
         truncated = filled = offset = 0
@@ -532,6 +593,7 @@ def encode(
     max_length: int | None = None,
     show_progress: bool = False,
     token_budget: int | None = None,
+    truncation: str = "right",
 ) -> FloatArray:
     """Embed texts with `model`: the seed API, same as `model.encode(data, ...)`.
 
@@ -549,6 +611,7 @@ def encode(
         max_length=max_length,
         show_progress=show_progress,
         token_budget=token_budget,
+        truncation=truncation,
     )
 
 

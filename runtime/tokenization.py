@@ -15,6 +15,9 @@ import numpy.typing as npt
 from .errors import ArtifactError, require
 
 IdArray = npt.NDArray[np.int64]
+# How an input longer than the limit is handled: cut at the end (the default, as sentence-transformers does),
+# cut at the start (keeps the last tokens), or refused with an error naming the input.
+TRUNCATIONS = ("right", "left", "refuse")
 
 
 @dataclass(frozen=True)
@@ -68,29 +71,33 @@ class TextTokenizer:
         self.pad_id = pad_id
         self.vocab_size: int = base.get_vocab_size(with_added_tokens=True)
         self._json = base.to_str()
-        self._by_length: dict[int, object] = {}
+        # One tokenizer per (max_length, side it cuts); 0: no truncation (for counting).
+        self._by_length: dict[tuple[int, str], object] = {}
         self._spares: dict[int, list[object]] = {}  # private copies for worker threads, per max_length
         self._lock = threading.Lock()
-        self._by_length[max_length] = self._configure(base, max_length)
+        self._by_length[(max_length, "right")] = self._configure(base, max_length, "right")
 
     @staticmethod
-    def _configure(tokenizer: object, max_length: int) -> object:
+    def _configure(tokenizer: object, max_length: int, side: str = "right") -> object:
         tokenizer.no_padding()  # type: ignore[attr-defined]
-        tokenizer.enable_truncation(max_length)  # type: ignore[attr-defined]
+        if max_length:
+            tokenizer.enable_truncation(max_length, direction=side)  # type: ignore[attr-defined]
+        else:
+            tokenizer.no_truncation()  # type: ignore[attr-defined]
         return tokenizer
 
-    def _copy(self, max_length: int) -> object:
+    def _copy(self, max_length: int, side: str = "right") -> object:
         """A new tokenizer truncating at `max_length` (parsing one takes ~14 ms for a 30k vocabulary)."""
         tokenizers = require("tokenizers", "cpu")
-        return self._configure(tokenizers.Tokenizer.from_str(self._json), max_length)
+        return self._configure(tokenizers.Tokenizer.from_str(self._json), max_length, side)
 
-    def _for_length(self, max_length: int) -> object:
-        tokenizer = self._by_length.get(max_length)
+    def _for_length(self, max_length: int, side: str = "right") -> object:
+        tokenizer = self._by_length.get((max_length, side))
         if tokenizer is None:
             with self._lock:
-                tokenizer = self._by_length.get(max_length)
+                tokenizer = self._by_length.get((max_length, side))
                 if tokenizer is None:
-                    tokenizer = self._by_length[max_length] = self._copy(max_length)
+                    tokenizer = self._by_length[(max_length, side)] = self._copy(max_length, side)
         return tokenizer
 
     def reserve(self, copies: int, max_length: int | None = None) -> None:
@@ -116,8 +123,11 @@ class TextTokenizer:
             with self._lock:
                 spares.append(tokenizer)
 
-    def tokenize(self, texts: list[str], max_length: int | None = None, *, private: bool = False) -> TokenizedBatch:
-        """Token ids of each text, cut to `max_length` (default: the model maximum).
+    def tokenize(
+        self, texts: list[str], max_length: int | None = None, *, private: bool = False, side: str = "right"
+    ) -> TokenizedBatch:
+        """Token ids of each text, cut to `max_length` (default: the model maximum) at its end (`side="right"`)
+        or its start (`"left"`: the last tokens are kept, special tokens stay where the model expects them).
 
         `private=True` runs on a tokenizer copy no other thread uses meanwhile, for callers that tokenize on
         several threads at once (the host path's workers): on many cores, separate instances scaled far
@@ -125,7 +135,9 @@ class TextTokenizer:
         """
         limit = max_length or self.max_length
         texts, repaired = replace_lone_surrogates(texts)
-        if private:
+        if side != "right":  # the host workers' private copies cut on the right, the default
+            encodings = self._for_length(limit, side).encode_batch_fast(texts)  # type: ignore[attr-defined]
+        elif private:
             with self._private(limit) as tokenizer:
                 encodings = tokenizer.encode_batch_fast(texts)  # type: ignore[attr-defined]
         else:
@@ -133,6 +145,12 @@ class TextTokenizer:
         # With truncation on, the Rust tokenizer keeps whatever it cut in `overflowing`.
         truncated = sum(1 for e in encodings if e.overflowing)
         return TokenizedBatch(ids=[e.ids for e in encodings], truncated=truncated, repaired=repaired)
+
+    def count(self, texts: list[str]) -> npt.NDArray[np.int64]:
+        """Each text's length in tokens without truncation, special tokens included."""
+        texts, _ = replace_lone_surrogates(texts)
+        encodings = self._for_length(0).encode_batch_fast(texts)  # type: ignore[attr-defined]
+        return np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
 
     def pad(self, ids: list[list[int]], width: int | None = None) -> tuple[IdArray, IdArray]:
         """Right-pad to `width` (default: the longest sequence): (input_ids, attention_mask), (batch, width) int64."""

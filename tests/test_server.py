@@ -224,12 +224,19 @@ def test_bad_requests_get_one_line_4xx(artifact) -> None:
             (post(json.dumps({"input": []})), 400, "empty list"),
             (post(json.dumps({"input": [101, 2023, 102]})), 400, "token-id inputs are not supported"),
             (post(json.dumps({"input": [[101, 2023]]})), 400, "token-id inputs are not supported"),
-            (post(json.dumps({"input": "x", "dimensions": 64})), 400, "dimensions=64 is not supported"),
+            (post(json.dumps({"input": "x", "dimensions": 64})), 400, "was not trained for shorter ones"),
             (post(json.dumps({"input": "x", "encoding_format": "int8"})), 400, "encoding_format"),
             (post(json.dumps({"input": "x", "temperature": 1})), 400, "unsupported field(s): temperature"),
             (post(json.dumps({"input": ["x"] * 9})), 413, "over the limit of 8 per request"),
             (post(json.dumps({"input": "x" * 30000})), 413, "--max-request-bytes"),
-            (post(json.dumps({"input": "word " * 600, "truncate": False})), 413, "longer than the model's 512"),
+            (
+                post(json.dumps({"input": ["ok", "word " * 600], "truncate": False})),
+                413,
+                "input[1] has 602 tokens, over the model's limit of 512",
+            ),
+            (post(json.dumps({"input": [101, 2023]})), 400, "set check_embedding_ctx_length=False"),
+            (post(json.dumps({"input": "x", "truncation": "middle"})), 400, "truncation 'middle' is not one of"),
+            (post(b"[" * 9000 + b"]" * 9000), 400, "nested too deeply"),  # a hostile body: never a 500
             (httpx.post(f"{url}/v1/embeddings", json={"input": "x"}), 401, "API key"),
             (
                 httpx.post(f"{url}/v1/embeddings", json={"input": "x"}, headers={"Authorization": "Bearer s3cre"}),
@@ -248,6 +255,34 @@ def test_bad_requests_get_one_line_4xx(artifact) -> None:
         assert post(json.dumps({"input": "x", "dimensions": 312})).status_code == 200  # the model's own width
         assert httpx.get(f"{url}/health").status_code == 200  # health and metrics need no key
         assert httpx.get(f"{url}/v1/models").status_code == 401
+
+
+def test_truncation_through_the_server_equals_encode(served) -> None:
+    url, models = served
+    model = models[T_NAME]
+    long = " ".join(f"word{i}" for i in range(700))
+    for side in ("right", "left"):
+        body = {"model": T_NAME, "input": [long, "short"], "truncation": side}
+        answer = httpx.post(f"{url}/v1/embeddings", json=body, timeout=60).json()
+        got = np.array([d["embedding"] for d in answer["data"]], dtype=np.float32)
+        with pytest.warns(UserWarning):
+            expected = model.encode([long, "short"], truncation=side)
+        np.testing.assert_allclose(got, expected, atol=1e-6)
+        assert answer["usage"]["total_tokens"] == int(model.count_tokens([long, "short"]).sum())  # tokens embedded
+        tei = httpx.post(
+            f"{url}/embed",
+            json={
+                "model": T_NAME,
+                "inputs": [long],
+                "truncate": True,
+                "truncation_direction": side.title(),
+                "normalize": False,
+            },
+            timeout=60,
+        ).json()
+        np.testing.assert_allclose(np.array(tei, dtype=np.float32), expected[:1], atol=1e-6)
+    refused = httpx.post(f"{url}/embed", json={"model": T_NAME, "inputs": ["a", long], "truncate": False}, timeout=60)
+    assert refused.status_code == 413 and "inputs[1] has" in refused.json()["error"]["message"]
 
 
 def test_sigterm_finishes_requests_in_flight(artifact) -> None:

@@ -29,6 +29,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +40,8 @@ import numpy as np
 from ..atomic import process_alive, write_atomically
 from ..errors import InputError, JinaOnnxError, require
 from ..manifest import Manifest
-from ..model import EmbeddingModel, build_model
+from ..model import EmbeddingModel, TruncationWarning, build_model
+from ..tokenization import TRUNCATIONS
 
 log = logging.getLogger("jina_onnx")
 
@@ -67,6 +69,7 @@ class JobSettings:
     id_column: str | None
     keep_text: bool
     on_bad_row: str
+    truncation: str = "right"  # an input over the model's tokens is cut (right, left) or a bad row (refuse)
 
 
 @dataclass(frozen=True)
@@ -266,12 +269,19 @@ def embed_files(
     overwrite: bool = False,
     show_progress: bool = False,
     threads: int | None = None,
+    truncation: str = "right",
 ) -> dict[str, Any]:
     """Embed every input file into OUTPUT (see the module docstring); returns the manifest it wrote.
+
+    `truncation`: an input longer than the model takes is cut at its end ("right"), at its start ("left"), or
+    is a bad row ("refuse": the job stops, or sets it aside with `on_bad_row="skip"`). The manifest counts
+    the inputs that were cut.
 
     Example:
         >>> embed_files("corpus.txt", "vectors/", model="jina-embedding-t-en-v1", on_bad_row="skip")  # doctest: +SKIP
     """
+    if truncation not in TRUNCATIONS:
+        raise InputError(f"truncation={truncation!r} must be one of {', '.join(TRUNCATIONS)}")
     if on_bad_row not in ("stop", "skip"):
         raise InputError(f"on_bad_row={on_bad_row!r} must be 'stop' or 'skip'")
     files = discover(source)
@@ -291,6 +301,7 @@ def embed_files(
         id_column,
         keep_text,
         on_bad_row,
+        truncation,
     )
     remove_leftovers(out)
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
@@ -328,6 +339,7 @@ def job_settings(
     id_column: str | None,
     keep_text: bool,
     on_bad_row: str,
+    truncation: str = "right",
 ) -> JobSettings:
     """The settings of a job running `manifest`'s file `onnx_sha256` (both runners build them here)."""
     return JobSettings(
@@ -339,6 +351,7 @@ def job_settings(
         id_column,
         keep_text,
         on_bad_row,
+        truncation,
     )
 
 
@@ -352,15 +365,20 @@ def embed_shard(
     rejected_part = out / REJECTED_PARTS / f"{target.name}.jsonl"
     rejected_temporary = rejected_part.with_name(f".{rejected_part.name}.tmp-{os.getpid()}")
     schema = output_schema(model.dim, settings.keep_text).with_metadata({META_KEY: json.dumps(asdict(settings))})
-    rows = rejected = 0
+    rows = rejected = truncated = 0
     rejects: list[str] = []
+    side = "left" if settings.truncation == "left" else "right"
     try:
         with pq.ParquetWriter(str(temporary), schema) as writer:
             for chunk in read_rows(path, settings.text_column, settings.id_column):
+                chunk, over = _mark_long(model, chunk, settings.truncation)
                 good, bad = split_rows(path, chunk, settings, rows + rejected)
                 rejects += bad
                 texts = [str(r.text) for r in good]
-                vectors = model.encode(texts, batch_size=batch_size, normalize=settings.normalize)
+                truncated += over
+                with warnings.catch_warnings():  # the manifest counts what was cut, once per job
+                    warnings.simplefilter("ignore", TruncationWarning)
+                    vectors = model.encode(texts, batch_size=batch_size, normalize=settings.normalize, truncation=side)
                 writer.write_table(
                     to_table([r.id for r in good], vectors, texts if settings.keep_text else None, schema)
                 )
@@ -375,7 +393,24 @@ def embed_shard(
     finally:
         temporary.unlink(missing_ok=True)
         rejected_temporary.unlink(missing_ok=True)
-    return {"input": str(path), "rows": rows, "rejected": rejected}
+    return {"input": str(path), "rows": rows, "rejected": rejected, "truncated": truncated}
+
+
+def _mark_long(model: EmbeddingModel, chunk: list[Row], truncation: str) -> tuple[list[Row], int]:
+    """The chunk with rows over the model's tokens made bad rows when they are refused, and how many rows will
+    be cut otherwise. Counting tokens costs a second tokenizer pass (a few percent of the embedding time)."""
+    texts = [r.text for r in chunk if r.text is not None]
+    lengths = iter(model.tokenizer.count(texts).tolist())
+    limit = model.max_length
+    marked, over = [], 0
+    for row in chunk:
+        tokens = next(lengths) if row.text is not None else 0
+        if tokens > limit:
+            over += 1
+            if truncation == "refuse":
+                row = Row(row.id, None, f"{tokens} tokens, over the model's limit of {limit} (--truncation refuse)")
+        marked.append(row)
+    return marked, over if truncation != "refuse" else 0
 
 
 def finished_shard(target: Path, settings: JobSettings) -> dict[str, Any]:
@@ -437,6 +472,8 @@ def job_manifest(
         "id_column": settings.id_column,
         "keep_text": settings.keep_text,
         "on_bad_row": settings.on_bad_row,
+        "truncation": settings.truncation,
+        "truncated_this_run": sum(s.get("truncated", 0) for s in shards.values()),
         "runner": runner,
         "rows": rows,
         "rejected": sum(s["rejected"] for s in shards.values()),

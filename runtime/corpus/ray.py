@@ -114,9 +114,11 @@ class _Embedder:
         output_column: str,
         normalize: bool | None,
         batch_size: int | None,
+        truncation: str = "right",
     ) -> None:
         from ..model import build_model
 
+        self.truncation = truncation
         if isinstance(artifact, str):
             directory = Path(artifact)
             if not directory.is_dir():
@@ -149,7 +151,9 @@ class _Embedder:
     def __call__(self, batch: Any) -> Any:
         pa = require("pyarrow", "ray")
         texts = batch.column(self.column).to_pylist()
-        vectors = self.model.encode(texts, batch_size=self.batch_size, normalize=self.normalize)
+        vectors = self.model.encode(
+            texts, batch_size=self.batch_size, normalize=self.normalize, truncation=self.truncation
+        )
         flat = pa.array(vectors.reshape(-1))
         embedding = pa.FixedSizeListArray.from_arrays(flat, self.model.dim)
         return batch.append_column(self.output_column, embedding)
@@ -171,6 +175,7 @@ def embed_dataset(
     normalize: bool | None = None,
     ship: str = "auto",
     cache_dir: str | None = None,
+    truncation: str = "right",
 ) -> Any:
     """Add an embedding column to a Ray Dataset with an actor pool of `workers` model copies.
 
@@ -218,6 +223,7 @@ def embed_dataset(
             "output_column": output_column,
             "normalize": normalize,
             "batch_size": batch_size,
+            "truncation": truncation,
         },
         # Ray Data's actor pools restart an actor whose process dies (max_restarts=-1) and retry its batches
         # (max_task_retries=-1) by default: no row is lost or doubled. tests/test_corpus.py kills one to check.
@@ -305,6 +311,7 @@ def run_corpus_job(
     num_cpus: float | None = None,
     stall_timeout: float = STALL_TIMEOUT,
     show_progress: bool = False,
+    truncation: str = "right",
 ) -> dict[str, Any]:
     """`jina-onnx embed --ray [ADDRESS]`: the corpus job on Ray Data; returns the manifest it wrote.
 
@@ -315,6 +322,12 @@ def run_corpus_job(
     ray = require("ray", "ray")
     if on_bad_row not in ("stop", "skip"):
         raise InputError(f"on_bad_row={on_bad_row!r} must be 'stop' or 'skip'")
+    if truncation not in ("right", "left"):
+        # Bad rows are found by the read tasks, which hold no tokenizer: refusing long rows needs the local runner.
+        raise InputError(
+            f"truncation={truncation!r}: a Ray job cuts long inputs (right or left); use the local "
+            "runner (no --ray) to refuse them"
+        )
     files = discover(source)
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
@@ -328,7 +341,15 @@ def run_corpus_job(
     manifest = load_manifest(directory)
     resolved = corpus_variant(directory, manifest, precision, device, threads or max(1, round(cpus_per_worker)))
     settings = job_settings(
-        manifest, resolved.sha256, resolved.precision.value, normalize, text_column, id_column, keep_text, on_bad_row
+        manifest,
+        resolved.sha256,
+        resolved.precision.value,
+        normalize,
+        text_column,
+        id_column,
+        keep_text,
+        on_bad_row,
+        truncation,
     )
     if not ray.is_initialized():
         ray.init(
@@ -363,6 +384,7 @@ def run_corpus_job(
         batch_size=batch_size,
         normalize=settings.normalize,
         ship=ship,
+        truncation=truncation,
     )
     if not keep_text:
         ds = ds.drop_columns(["text"])

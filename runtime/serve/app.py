@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 import logging
 import signal
 import time
@@ -34,7 +35,7 @@ from ..model import EmbeddingModel
 from ..similarity import l2_normalize
 from .batcher import Batcher, Overloaded
 from .loading import load_models
-from .requests import ApiError, Limits, check_key, error_type, json_type, parse_body
+from .requests import ApiError, Limits, check_dimensions, check_key, error_type, json_type, parse_body, truncation
 from .requests import texts as texts_of
 
 log = logging.getLogger("jina_onnx")
@@ -196,19 +197,20 @@ def create_app(
                 f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request "
                 "(--max-inputs-per-request); split the request",
             )
-        truncate = body.get("truncate", True)
-        if not isinstance(truncate, bool):
-            raise ApiError(400, f"'truncate' must be true or false, got {json_type(truncate)}")
+        how = truncation(body)
         model = models[name]
+        tokenize = functools.partial(model.tokenizer.tokenize, side="left" if how == "left" else "right")
         if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-            tokens = model.tokenizer.tokenize(texts)  # microseconds: cheaper than a hop to a thread and back
+            tokens = tokenize(texts)  # microseconds: cheaper than a hop to a thread and back
         else:  # the Rust tokenizer releases the GIL: big requests don't hold up the event loop
-            tokens = await asyncio.get_running_loop().run_in_executor(None, model.tokenizer.tokenize, texts)
-        if tokens.truncated and not truncate:
+            tokens = await asyncio.get_running_loop().run_in_executor(None, tokenize, texts)
+        if tokens.truncated and how == "refuse":
+            lengths = model.tokenizer.count(texts)
+            index = int(np.flatnonzero(lengths > model.max_length)[0])
             raise ApiError(
                 413,
-                f"{tokens.truncated} of {len(texts)} inputs are longer than the model's "
-                f"{model.max_length} tokens; shorten them or send truncate=true",
+                f"{field}[{index}] has {int(lengths[index])} tokens, over the model's limit of {model.max_length} "
+                f"({tokens.truncated} of {len(texts)} inputs are over it); shorten them or send truncate=true",
             )
         try:
             vectors = await _unless_disconnected(request, batchers[name].embed(tokens.ids))
@@ -218,16 +220,14 @@ def create_app(
 
     async def openai_embeddings(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)
-        unknown = set(body) - {"input", "model", "encoding_format", "dimensions", "user", "truncate"}
+        unknown = set(body) - {"input", "model", "encoding_format", "dimensions", "user", "truncate", "truncation"}
         if unknown:
             raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise ApiError(400, f"encoding_format {encoding!r} is not supported: use 'float' or 'base64'")
         name = resolve(body.get("model"))
-        dimensions = body.get("dimensions")
-        if dimensions is not None and not (type(dimensions) is int and dimensions == models[name].dim):
-            raise ApiError(400, f"dimensions={dimensions!r} is not supported: {name} returns {models[name].dim}")
+        check_dimensions(body.get("dimensions"), name, models[name].dim)
         vectors, tokens = await embed(request, body, "input", name)
         if models[name].manifest.normalize:
             vectors = l2_normalize(vectors)
@@ -248,8 +248,8 @@ def create_app(
         unknown = set(body) - {"inputs", "normalize", "truncate", "model", "truncation_direction", "prompt_name"}
         if unknown:
             raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
-        if body.get("prompt_name") is not None or body.get("truncation_direction", "right") not in ("right", "Right"):
-            raise ApiError(400, "prompt_name and left truncation are not supported")
+        if body.get("prompt_name") is not None:
+            raise ApiError(400, "prompt_name is not supported: these models take no prompts")
         normalize = body.get("normalize", True)  # TEI's default
         if not isinstance(normalize, bool):
             raise ApiError(400, f"'normalize' must be true or false, got {json_type(normalize)}")

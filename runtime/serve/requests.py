@@ -70,11 +70,45 @@ def texts(value: Any, field: str) -> list[str]:
     for index, item in enumerate(value):
         if not isinstance(item, str):
             if isinstance(item, (int, list)) and not isinstance(item, bool):
+                # LangChain's OpenAIEmbeddings sends OpenAI's token ids by default: these models use their own.
                 raise ApiError(
-                    400, f"token-id inputs are not supported ({field}[{index}] is {json_type(item)}): send text"
+                    400,
+                    f"token-id inputs are not supported ({field}[{index}] is {json_type(item)}): send text. "
+                    "With LangChain's OpenAIEmbeddings, set check_embedding_ctx_length=False",
                 )
             raise ApiError(400, f"{field}[{index}] is {json_type(item)}, not a string")
     return value
+
+
+def truncation(body: dict[str, Any]) -> str:
+    """How long inputs are handled: "right", "left" or "refuse" (the words `encode` uses).
+
+    OpenAI's route takes `truncate` (true by default; false refuses) and `truncation` ("right", "left",
+    "refuse"); TEI's takes `truncate` and `truncation_direction` ("Right"/"Left", as TEI writes them).
+
+    Example:
+        >>> truncation({"truncate": True, "truncation_direction": "Left"})
+        'left'
+        >>> truncation({"truncate": False})
+        'refuse'
+    """
+    truncate = body.get("truncate", True)
+    if not isinstance(truncate, bool):
+        raise ApiError(400, f"'truncate' must be true or false, got {json_type(truncate)}")
+    side = body.get("truncation", body.get("truncation_direction", "right"))
+    if not isinstance(side, str) or side.lower() not in ("right", "left", "refuse"):
+        raise ApiError(400, f"truncation {side!r} is not one of right, left, refuse")
+    return "refuse" if not truncate else side.lower()
+
+
+def check_dimensions(dimensions: Any, model: str, dim: int) -> None:
+    """OpenAI's `dimensions`: the model's own size is accepted; anything else is refused, with why."""
+    if dimensions is not None and not (type(dimensions) is int and dimensions == dim):
+        raise ApiError(
+            400,
+            f"dimensions={dimensions!r} is not supported: {model} returns {dim}-dimensional vectors and was not "
+            "trained for shorter ones (no Matryoshka training); omit dimensions or send its size",
+        )
 
 
 def check_key(authorization: str, api_key: str | None) -> None:
