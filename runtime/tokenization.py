@@ -152,6 +152,25 @@ class TextTokenizer:
         encodings = self._for_length(0).encode_batch_fast(texts)  # type: ignore[attr-defined]
         return np.fromiter((len(e.ids) for e in encodings), dtype=np.int64, count=len(encodings))
 
+    def describe(self, texts: list[str], add_special_tokens: bool = True) -> list[list[dict[str, object]]]:
+        """Each text's tokens, untruncated, as TEI's `/tokenize` shows them: id, text, special, and the
+        character span (start, stop) in the text (None for special tokens)."""
+        texts, _ = replace_lone_surrogates(texts)
+        encodings = self._for_length(0).encode_batch(texts, add_special_tokens=add_special_tokens)  # type: ignore[attr-defined]
+        return [
+            [
+                {
+                    "id": i,
+                    "text": token,
+                    "special": bool(special),
+                    "start": None if special else start,
+                    "stop": None if special else stop,
+                }
+                for i, token, special, (start, stop) in zip(e.ids, e.tokens, e.special_tokens_mask, e.offsets)
+            ]
+            for e in encodings
+        ]
+
     def pad(self, ids: list[list[int]], width: int | None = None) -> tuple[IdArray, IdArray]:
         """Right-pad to `width` (default: the longest sequence): (input_ids, attention_mask), (batch, width) int64."""
         lengths = np.fromiter(map(len, ids), dtype=np.int64, count=len(ids))  # (batch,)

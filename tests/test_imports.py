@@ -18,6 +18,10 @@ HEAVY = (
     "prometheus_client",
     "pyarrow",
     "openvino",
+    "langchain_core",
+    "llama_index",
+    "haystack",
+    "tiktoken",
 )
 
 PROBE = """

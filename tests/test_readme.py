@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import tomllib
 
@@ -128,3 +129,14 @@ def test_every_shell_line_is_checked() -> None:
             continue  # run by test_corpus_snippets_run
         else:
             pytest.fail(f"README line not checked by any rule: {line}")
+
+
+def test_framework_snippet_runs(artifact, tmp_path: Path, monkeypatch) -> None:
+    shutil.copytree(artifact("t"), tmp_path / "jina-embedding-t-en-v1")
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
+    snippet = next(b for b in blocks("python") if "jina_onnx.langchain" in b)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    assert len(scope["query"]) == 312 and np.asarray(scope["nodes"]).shape == (2, 312)
+    scope["documents"].warm_up()
+    assert scope["documents"].meta_fields_to_embed == ["title"]

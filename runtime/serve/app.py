@@ -7,7 +7,8 @@ picks up by itself: on 2 cores they cut the CPU per one-text request (inference 
 1.50 ms (t int8, concurrency 64). Pydantic/FastAPI would add a validation layer whose error
 messages we would rewrite anyway. Metrics use prometheus-client.
 
-Endpoints: POST /v1/embeddings (OpenAI), POST /embed (TEI), GET /v1/models, GET /health, GET /metrics.
+Endpoints: POST /v1/embeddings (OpenAI); TEI's POST /embed, POST /, POST /tokenize and GET /info; GET /v1/models,
+GET /health, GET /metrics.
 
 Example:
     $ jina-onnx serve -m jina-embedding-t-en-v1 --port 8080
@@ -30,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import __version__
 from ..errors import InputError, require
 from ..model import EmbeddingModel
 from ..similarity import l2_normalize
@@ -256,6 +258,40 @@ def create_app(
         vectors, _ = await embed(request, body, "inputs", resolve(body.get("model")))
         return vectors_response(l2_normalize(vectors) if normalize else vectors)
 
+    async def tei_tokenize(request: Request) -> Response:
+        body = await _json_body(request, limits.max_request_bytes)
+        unknown = set(body) - {"inputs", "add_special_tokens", "model", "prompt_name"}
+        if unknown:
+            raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
+        texts = texts_of(body.get("inputs"), "inputs")
+        if len(texts) > limits.max_inputs_per_request:
+            raise ApiError(413, f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request")
+        special = body.get("add_special_tokens", True)
+        if not isinstance(special, bool):
+            raise ApiError(400, f"'add_special_tokens' must be true or false, got {json_type(special)}")
+        model = models[resolve(body.get("model"))]
+        described = await asyncio.get_running_loop().run_in_executor(None, model.tokenizer.describe, texts, special)
+        return JSONResponse(described)
+
+    async def tei_info(request: Request) -> Response:
+        name = next(iter(models))
+        model = models[name]
+        return JSONResponse(
+            {
+                "model_id": name,
+                "model_sha": model.variant.sha256,
+                "model_dtype": model.precision,
+                "model_type": {"embedding": {"pooling": model.manifest.pooling.value}},
+                "max_input_length": model.max_length,
+                "max_batch_tokens": limits.max_batch_tokens or model.default_token_budget,
+                "max_client_batch_size": limits.max_inputs_per_request,
+                "max_concurrent_requests": limits.max_queue,
+                "tokenization_workers": 1,
+                "version": __version__,
+                "models": list(models),
+            }
+        )
+
     async def list_models(request: Request) -> Response:
         return JSONResponse(
             {
@@ -288,6 +324,9 @@ def create_app(
     routes = [
         Route("/v1/embeddings", endpoint("/v1/embeddings", openai_embeddings), methods=["POST"]),
         Route("/embed", endpoint("/embed", tei_embed), methods=["POST"]),
+        Route("/", endpoint("/", tei_embed), methods=["POST"]),  # TEI's root route (huggingface_hub posts here)
+        Route("/tokenize", endpoint("/tokenize", tei_tokenize), methods=["POST"]),
+        Route("/info", endpoint("/info", tei_info), methods=["GET"]),
         Route("/v1/models", endpoint("/v1/models", list_models), methods=["GET"]),
         Route("/health", endpoint("/health", health, public=True), methods=["GET"]),
         Route("/metrics", endpoint("/metrics", prometheus, public=True), methods=["GET"]),
