@@ -169,6 +169,7 @@ def _build(
     if Precision.FP32 not in manifest.variants:
         raise ParityError(f"fp32 ONNX does not reproduce PyTorch ({manifest.rejected['fp32']}); nothing was written")
 
+    manifest = _output_ranges(staging, manifest)
     base = Precision.FP32
     if optimize:
         log.info("jina-onnx: fusing for CPU with onnxruntime.transformers")
@@ -243,6 +244,25 @@ def _fp16_variant(
     finally:
         if fused_for_fp16 is not None:
             fused_for_fp16.unlink(missing_ok=True)
+    return manifest
+
+
+def _output_ranges(staging: Path, manifest: Manifest) -> Manifest:
+    """Calibrate int8 / uint8 output (jina_onnx.quantize): each dimension's range over the fp32 vectors of the
+    calibration texts (STS-dev pairs 0-299, shipped as calibration.txt), raw and L2-normalized."""
+    from jina_onnx.quantize import calibration_ranges
+    from jina_onnx.similarity import l2_normalize
+
+    texts = (Path(__file__).with_name("calibration.txt")).read_text(encoding="utf-8").splitlines()
+    model = open_option(staging, manifest, Option("onnxruntime", "cpu", "fp32", "fp32"), None)
+    raw = model.encode(texts, normalize=False)
+    ranges = {
+        "raw": calibration_ranges(raw),
+        "normalized": calibration_ranges(l2_normalize(raw)),
+        "calibration": f"{len(texts)} sentences of STS-dev pairs 0-299, fp32",
+    }
+    manifest = dataclasses.replace(manifest, output_ranges=ranges)
+    manifest.save(staging)
     return manifest
 
 

@@ -105,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="L2-normalize (default: as the model declares)",
     )
+    _precision_option(encode)
     encode.set_defaults(run=_encode)
 
     tokens = commands.add_parser(
@@ -157,6 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     embed.add_argument("--overwrite", action="store_true", help="redo finished shards instead of skipping them")
     _truncation_option(embed)
+    _precision_option(embed)
     embed.add_argument(
         "--ray",
         nargs="?",
@@ -262,6 +264,16 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
     _truncation_option(parser)
 
 
+def _precision_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--output-precision",
+        default="float32",
+        choices=["float32", "float16", "int8", "uint8", "binary", "ubinary"],
+        help="the vectors' type (default float32); int8/uint8 use ranges calibrated at export, binary/ubinary "
+        "pack one bit per dimension",
+    )
+
+
 def _truncation_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--truncation",
@@ -293,6 +305,7 @@ def _embed(args: argparse.Namespace) -> int:
         "on_bad_row": args.on_bad_row,
         "overwrite": args.overwrite,
         "truncation": args.truncation,
+        "output_precision": args.output_precision,
     }
     if args.ray is not None:
         if args.backend not in ("auto", "onnxruntime") or args.precision == "bf16":
@@ -444,13 +457,21 @@ def _encode(args: argparse.Namespace) -> int:
 
     texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
     model = _load(args)
-    embeddings = model.encode(texts, batch_size=args.batch_size, normalize=args.normalize, truncation=args.truncation)
+    embeddings = model.encode(
+        texts,
+        batch_size=args.batch_size,
+        normalize=args.normalize,
+        truncation=args.truncation,
+        output_precision=args.output_precision,
+    )
     if args.output:
         np.save(args.output, embeddings)
         logging.getLogger("jina_onnx").info("jina-onnx: wrote %s %s", args.output, embeddings.shape)
     else:
+        integers = np.issubdtype(embeddings.dtype, np.integer)
         for text, vector in zip(texts, embeddings):
-            print(json.dumps({"text": text, "embedding": [round(float(x), 7) for x in vector]}))
+            values = vector.tolist() if integers else [round(float(x), 7) for x in vector]
+            print(json.dumps({"text": text, "embedding": values}))
     return 0
 
 

@@ -119,6 +119,9 @@ class Manifest:
     schema_version: int = SCHEMA_VERSION
     probe: ProbeInfo | None = None
     rejected: dict[str, str] = field(default_factory=dict)  # variant -> why it failed its gate (not written)
+    # Per-dimension [minimums, maximums] of the fp32 vectors of the calibration texts, "raw" and "normalized",
+    # for int8 / uint8 output (jina_onnx.quantize); empty in artifacts from before they were measured.
+    output_ranges: dict[str, Any] = field(default_factory=dict)
     # Free-form notes; the runtime reads only extra["openvino"]["bf16"], the bf16 gate run at export.
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -232,5 +235,6 @@ def _parse(raw: dict[str, Any]) -> Manifest:
         schema_version=version,
         probe=ProbeInfo(**raw["probe"]) if raw.get("probe") else None,
         rejected=dict(raw.get("rejected", {})),
+        output_ranges=dict(raw.get("output_ranges", {})),
         extra=dict(raw.get("extra", {})),
     )

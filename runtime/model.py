@@ -45,6 +45,7 @@ from .manifest import (
     sha256_file,
 )
 from .pooling import pool
+from .quantize import check_precision, quantize
 from .registry import find_spec, home_dir
 from .similarity import FloatArray, l2_normalize
 from .tokenization import TRUNCATIONS, TextTokenizer, TokenizedBatch
@@ -191,8 +192,9 @@ class EmbeddingModel:
         show_progress: bool = False,
         token_budget: int | None = None,
         truncation: str = "right",
+        output_precision: str = "float32",
     ) -> FloatArray:
-        """Embed texts; returns float32 of shape (len(data), dim) in the caller's order.
+        """Embed texts; returns float32 of shape (len(data), dim) in the caller's order (or `output_precision`).
 
         Texts are tokenized, sorted by length (in windows: `sort_windows`) and cut
         into batches of at most `batch_size` texts and `token_budget` padded tokens, so short texts are
@@ -210,6 +212,9 @@ class EmbeddingModel:
             truncation: an input longer than `max_length` is cut at its end ("right", the default: one
                 TruncationWarning per call says how many), at its start ("left": its last tokens are kept), or
                 refused ("refuse": `InputTooLongError` naming the first such input and its token count).
+            output_precision: the vectors' type: "float32" (default), "float16", "int8" / "uint8" (per-dimension
+                buckets calibrated at export), "binary" / "ubinary" (one bit per dimension, packed: dim / 8
+                bytes); `jina_onnx.quantize`, bit-identical to sentence-transformers' `quantize_embeddings`.
 
         Example:
             >>> model.encode(["how is the weather today", "What is the current weather like today?"]).shape
@@ -217,6 +222,7 @@ class EmbeddingModel:
         """
         texts = _check_texts(data)
         batch_size, limit, token_budget, side = self._check_options(batch_size, max_length, token_budget, truncation)
+        check_precision(output_precision)
         if truncation == "refuse":
             self._refuse_long(texts, limit)
         windows, parallel = self._windows(len(texts), batch_size)
@@ -229,7 +235,7 @@ class EmbeddingModel:
             ):
                 truncated += cut
         self._warn_truncated(truncated, len(texts), limit)
-        return self._finish(out, normalize)
+        return self.postprocess(out, normalize, output_precision)
 
     def encode_iter(
         self,
@@ -242,6 +248,7 @@ class EmbeddingModel:
         show_progress: bool = False,
         token_budget: int | None = None,
         truncation: str = "right",
+        output_precision: str = "float32",
     ) -> Iterator[FloatArray]:
         """Embed a stream of texts, yielding one (n <= chunk_size, dim) array per `chunk_size` texts.
 
@@ -258,6 +265,7 @@ class EmbeddingModel:
         if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
             raise InputError(f"chunk_size={chunk_size!r} must be a positive integer")
         batch_size, limit, token_budget, side = self._check_options(batch_size, max_length, token_budget, truncation)
+        check_precision(output_precision)
         total = len(texts) if isinstance(texts, Sized) else None
         chunks = _checked_chunks(iter(texts), chunk_size)
         if truncation == "refuse":
@@ -268,7 +276,7 @@ class EmbeddingModel:
                 chunks, batch_size, limit, token_budget, bar, self.host_workers > 0, side=side
             ):
                 seen, truncated = seen + len(out), truncated + cut
-                yield self._finish(out, normalize)
+                yield self.postprocess(out, normalize, output_precision)
         self._warn_truncated(truncated, seen, limit)
 
     def embed_token_ids(
@@ -500,8 +508,21 @@ class EmbeddingModel:
             rows, self.engine.place({name: feed[name] for name in self.engine.input_names}), attention_mask
         )
 
-    def _finish(self, out: FloatArray, normalize: bool | None) -> FloatArray:
-        return l2_normalize(out) if (normalize if normalize is not None else self.manifest.normalize) else out
+    def postprocess(self, out: FloatArray, normalize: bool | None, output_precision: str = "float32") -> FloatArray:
+        """What `encode` does to the float32 rows the engine gives: normalize (None: as the model declares), then
+        convert to `output_precision` (for callers that embed token ids themselves, as the server does).
+
+        Example:
+            >>> model.postprocess(model.embed_token_ids([[101, 2023, 102]]), None, "ubinary").shape
+            (1, 39)
+        """
+        check_precision(output_precision)
+        normalized = normalize if normalize is not None else self.manifest.normalize
+        out = l2_normalize(out) if normalized else out
+        if output_precision == "float32":
+            return out
+        ranges = self.manifest.output_ranges.get("normalized" if normalized else "raw")
+        return quantize(out, output_precision, None if ranges is None else np.asarray(ranges, dtype=np.float32))
 
     @staticmethod
     def _warn_truncated(truncated: int, total: int, limit: int) -> None:
@@ -594,6 +615,7 @@ def encode(
     show_progress: bool = False,
     token_budget: int | None = None,
     truncation: str = "right",
+    output_precision: str = "float32",
 ) -> FloatArray:
     """Embed texts with `model`: the seed API, same as `model.encode(data, ...)`.
 
@@ -612,6 +634,7 @@ def encode(
         show_progress=show_progress,
         token_budget=token_budget,
         truncation=truncation,
+        output_precision=output_precision,
     )
 
 

@@ -41,6 +41,7 @@ from ..atomic import process_alive, write_atomically
 from ..errors import InputError, JinaOnnxError, require
 from ..manifest import Manifest
 from ..model import EmbeddingModel, TruncationWarning, build_model
+from ..quantize import check_precision
 from ..tokenization import TRUNCATIONS
 
 log = logging.getLogger("jina_onnx")
@@ -70,6 +71,7 @@ class JobSettings:
     keep_text: bool
     on_bad_row: str
     truncation: str = "right"  # an input over the model's tokens is cut (right, left) or a bad row (refuse)
+    output_precision: str = "float32"  # the embedding column's type (jina_onnx.quantize)
 
 
 @dataclass(frozen=True)
@@ -212,10 +214,23 @@ def _parquet_rows(path: Path, text_column: str, id_column: str | None, chunk_row
         yield rows
 
 
-def output_schema(dim: int, keep_text: bool) -> Any:
+# Parquet's value type for each output precision (binary and ubinary: packed bits, dim / 8 values).
+ARROW_TYPES = {
+    "float32": "float32",
+    "float16": "float16",
+    "int8": "int8",
+    "uint8": "uint8",
+    "binary": "int8",
+    "ubinary": "uint8",
+}
+
+
+def output_schema(dim: int, keep_text: bool, output_precision: str = "float32") -> Any:
     pa = require("pyarrow", "ray")
+    width = dim // 8 if output_precision in ("binary", "ubinary") else dim
+    value = getattr(pa, ARROW_TYPES[output_precision])()
     # Nullable as Arrow and Ray Data write them by default, so both runners give one schema; nothing is null.
-    fields = [pa.field("id", pa.string()), pa.field("embedding", pa.list_(pa.float32(), dim))]
+    fields = [pa.field("id", pa.string()), pa.field("embedding", pa.list_(value, width))]
     if keep_text:
         fields.append(pa.field("text", pa.string()))
     return pa.schema(fields)
@@ -224,7 +239,7 @@ def output_schema(dim: int, keep_text: bool) -> Any:
 def to_table(ids: list[str], vectors: np.ndarray, texts: list[str] | None, schema: Any) -> Any:
     """An Arrow table of one chunk; the embeddings are wrapped without copying."""
     pa = require("pyarrow", "ray")
-    flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+    flat = pa.array(np.ascontiguousarray(vectors).reshape(-1))  # the precision's own type (float32 by default)
     columns = [pa.array(ids, pa.string()), pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1])]
     if texts is not None:
         columns.append(pa.array(texts, pa.string()))
@@ -270,6 +285,7 @@ def embed_files(
     show_progress: bool = False,
     threads: int | None = None,
     truncation: str = "right",
+    output_precision: str = "float32",
 ) -> dict[str, Any]:
     """Embed every input file into OUTPUT (see the module docstring); returns the manifest it wrote.
 
@@ -280,6 +296,7 @@ def embed_files(
     Example:
         >>> embed_files("corpus.txt", "vectors/", model="jina-embedding-t-en-v1", on_bad_row="skip")  # doctest: +SKIP
     """
+    check_precision(output_precision)
     if truncation not in TRUNCATIONS:
         raise InputError(f"truncation={truncation!r} must be one of {', '.join(TRUNCATIONS)}")
     if on_bad_row not in ("stop", "skip"):
@@ -302,6 +319,7 @@ def embed_files(
         keep_text,
         on_bad_row,
         truncation,
+        output_precision,
     )
     remove_leftovers(out)
     started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
@@ -340,6 +358,7 @@ def job_settings(
     keep_text: bool,
     on_bad_row: str,
     truncation: str = "right",
+    output_precision: str = "float32",
 ) -> JobSettings:
     """The settings of a job running `manifest`'s file `onnx_sha256` (both runners build them here)."""
     return JobSettings(
@@ -352,6 +371,7 @@ def job_settings(
         keep_text,
         on_bad_row,
         truncation,
+        output_precision,
     )
 
 
@@ -364,7 +384,9 @@ def embed_shard(
     temporary = out / f".{target.name}.tmp-{os.getpid()}"
     rejected_part = out / REJECTED_PARTS / f"{target.name}.jsonl"
     rejected_temporary = rejected_part.with_name(f".{rejected_part.name}.tmp-{os.getpid()}")
-    schema = output_schema(model.dim, settings.keep_text).with_metadata({META_KEY: json.dumps(asdict(settings))})
+    schema = output_schema(model.dim, settings.keep_text, settings.output_precision).with_metadata(
+        {META_KEY: json.dumps(asdict(settings))}
+    )
     rows = rejected = truncated = 0
     rejects: list[str] = []
     side = "left" if settings.truncation == "left" else "right"
@@ -378,7 +400,13 @@ def embed_shard(
                 truncated += over
                 with warnings.catch_warnings():  # the manifest counts what was cut, once per job
                     warnings.simplefilter("ignore", TruncationWarning)
-                    vectors = model.encode(texts, batch_size=batch_size, normalize=settings.normalize, truncation=side)
+                    vectors = model.encode(
+                        texts,
+                        batch_size=batch_size,
+                        normalize=settings.normalize,
+                        truncation=side,
+                        output_precision=settings.output_precision,
+                    )
                 writer.write_table(
                     to_table([r.id for r in good], vectors, texts if settings.keep_text else None, schema)
                 )
@@ -473,6 +501,7 @@ def job_manifest(
         "keep_text": settings.keep_text,
         "on_bad_row": settings.on_bad_row,
         "truncation": settings.truncation,
+        "output_precision": settings.output_precision,
         "truncated_this_run": sum(s.get("truncated", 0) for s in shards.values()),
         "runner": runner,
         "rows": rows,

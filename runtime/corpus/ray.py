@@ -115,10 +115,11 @@ class _Embedder:
         normalize: bool | None,
         batch_size: int | None,
         truncation: str = "right",
+        output_precision: str = "float32",
     ) -> None:
         from ..model import build_model
 
-        self.truncation = truncation
+        self.truncation, self.output_precision = truncation, output_precision
         if isinstance(artifact, str):
             directory = Path(artifact)
             if not directory.is_dir():
@@ -152,7 +153,11 @@ class _Embedder:
         pa = require("pyarrow", "ray")
         texts = batch.column(self.column).to_pylist()
         vectors = self.model.encode(
-            texts, batch_size=self.batch_size, normalize=self.normalize, truncation=self.truncation
+            texts,
+            batch_size=self.batch_size,
+            normalize=self.normalize,
+            truncation=self.truncation,
+            output_precision=self.output_precision,
         )
         flat = pa.array(vectors.reshape(-1))
         embedding = pa.FixedSizeListArray.from_arrays(flat, self.model.dim)
@@ -176,6 +181,7 @@ def embed_dataset(
     ship: str = "auto",
     cache_dir: str | None = None,
     truncation: str = "right",
+    output_precision: str = "float32",
 ) -> Any:
     """Add an embedding column to a Ray Dataset with an actor pool of `workers` model copies.
 
@@ -224,6 +230,7 @@ def embed_dataset(
             "normalize": normalize,
             "batch_size": batch_size,
             "truncation": truncation,
+            "output_precision": output_precision,
         },
         # Ray Data's actor pools restart an actor whose process dies (max_restarts=-1) and retry its batches
         # (max_task_retries=-1) by default: no row is lost or doubled. tests/test_corpus.py kills one to check.
@@ -312,6 +319,7 @@ def run_corpus_job(
     stall_timeout: float = STALL_TIMEOUT,
     show_progress: bool = False,
     truncation: str = "right",
+    output_precision: str = "float32",
 ) -> dict[str, Any]:
     """`jina-onnx embed --ray [ADDRESS]`: the corpus job on Ray Data; returns the manifest it wrote.
 
@@ -350,6 +358,7 @@ def run_corpus_job(
         keep_text,
         on_bad_row,
         truncation,
+        output_precision,
     )
     if not ray.is_initialized():
         ray.init(
@@ -385,6 +394,7 @@ def run_corpus_job(
         normalize=settings.normalize,
         ship=ship,
         truncation=truncation,
+        output_precision=output_precision,
     )
     if not keep_text:
         ds = ds.drop_columns(["text"])

@@ -34,10 +34,19 @@ import numpy as np
 from .. import __version__
 from ..errors import InputError, require
 from ..model import EmbeddingModel
-from ..similarity import l2_normalize
 from .batcher import Batcher, Overloaded
 from .loading import load_models
-from .requests import ApiError, Limits, check_dimensions, check_key, error_type, json_type, parse_body, truncation
+from .requests import (
+    ApiError,
+    Limits,
+    check_dimensions,
+    check_key,
+    error_type,
+    json_type,
+    output_precision,
+    parse_body,
+    truncation,
+)
 from .requests import texts as texts_of
 
 log = logging.getLogger("jina_onnx")
@@ -222,7 +231,16 @@ def create_app(
 
     async def openai_embeddings(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)
-        unknown = set(body) - {"input", "model", "encoding_format", "dimensions", "user", "truncate", "truncation"}
+        unknown = set(body) - {
+            "input",
+            "model",
+            "encoding_format",
+            "dimensions",
+            "user",
+            "truncate",
+            "truncation",
+            "output_precision",
+        }
         if unknown:
             raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
         encoding = body.get("encoding_format", "float")
@@ -230,14 +248,17 @@ def create_app(
             raise ApiError(400, f"encoding_format {encoding!r} is not supported: use 'float' or 'base64'")
         name = resolve(body.get("model"))
         check_dimensions(body.get("dimensions"), name, models[name].dim)
+        precision = output_precision(body)
         vectors, tokens = await embed(request, body, "input", name)
-        if models[name].manifest.normalize:
-            vectors = l2_normalize(vectors)
+        vectors = models[name].postprocess(vectors, None, precision)
+        little = vectors.dtype.newbyteorder("<")  # base64: the values' bytes, little-endian, as OpenAI's float32
         data = [
             {
                 "object": "embedding",
                 "index": i,
-                "embedding": base64.b64encode(v.astype("<f4").tobytes()).decode("ascii") if encoding == "base64" else v,
+                "embedding": base64.b64encode(v.astype(little).tobytes()).decode("ascii")
+                if encoding == "base64"
+                else v,
             }
             for i, v in enumerate(vectors)
         ]
@@ -247,7 +268,15 @@ def create_app(
 
     async def tei_embed(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)
-        unknown = set(body) - {"inputs", "normalize", "truncate", "model", "truncation_direction", "prompt_name"}
+        unknown = set(body) - {
+            "inputs",
+            "normalize",
+            "truncate",
+            "model",
+            "truncation_direction",
+            "prompt_name",
+            "output_precision",
+        }
         if unknown:
             raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
         if body.get("prompt_name") is not None:
@@ -255,8 +284,10 @@ def create_app(
         normalize = body.get("normalize", True)  # TEI's default
         if not isinstance(normalize, bool):
             raise ApiError(400, f"'normalize' must be true or false, got {json_type(normalize)}")
-        vectors, _ = await embed(request, body, "inputs", resolve(body.get("model")))
-        return vectors_response(l2_normalize(vectors) if normalize else vectors)
+        precision = output_precision(body)
+        name = resolve(body.get("model"))
+        vectors, _ = await embed(request, body, "inputs", name)
+        return vectors_response(models[name].postprocess(vectors, normalize, precision))
 
     async def tei_tokenize(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)

@@ -101,6 +101,21 @@ def truncation(body: dict[str, Any]) -> str:
     return "refuse" if not truncate else side.lower()
 
 
+def output_precision(body: dict[str, Any]) -> str:
+    """The vectors' type a request asks for with the `output_precision` extension (float32 when absent).
+
+    Example:
+        >>> output_precision({"output_precision": "int8"})
+        'int8'
+    """
+    from ..quantize import OUTPUT_PRECISIONS
+
+    precision = body.get("output_precision", "float32")
+    if precision not in OUTPUT_PRECISIONS:
+        raise ApiError(400, f"output_precision {precision!r} is not one of {', '.join(OUTPUT_PRECISIONS)}")
+    return str(precision)
+
+
 def check_dimensions(dimensions: Any, model: str, dim: int) -> None:
     """OpenAI's `dimensions`: the model's own size is accepted; anything else is refused, with why."""
     if dimensions is not None and not (type(dimensions) is int and dimensions == dim):
