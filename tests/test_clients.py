@@ -96,3 +96,26 @@ def check_tei_routes(InferenceClient, url: str, expected: np.ndarray) -> None:  
     assert tokens[0][1] == {"id": tokens[0][1]["id"], "text": "how", "special": False, "start": 0, "stop": 3}
     info = httpx.get(f"{url}/info").json()
     assert info["model_id"] == NAME and info["max_input_length"] == 512
+
+
+def test_readme_client_snippet_runs(served, monkeypatch) -> None:
+    import re
+    from pathlib import Path
+
+    from huggingface_hub import constants
+    from huggingface_hub.utils import _http
+
+    url, expected = served
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    snippet = next(b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.S) if "InferenceClient" in b)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)  # loopback only (see above)
+    _http.reset_sessions()
+    try:
+        scope: dict = {}
+        exec(compile(snippet.replace("http://127.0.0.1:8080", url), "README.md", "exec"), scope)
+    finally:
+        monkeypatch.undo()
+        _http.reset_sessions()
+    np.testing.assert_allclose(scope["langchain"].embed_query(TEXTS[0]), expected[0], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(scope["tei"].get_text_embedding(TEXTS[0]), l2_normalize(expected)[0], atol=1e-6, rtol=0)
+    assert np.asarray(scope["vector"]).size == 312
