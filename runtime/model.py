@@ -32,6 +32,7 @@ from .errors import (
     ModelNotFoundError,
     require,
 )
+from .foreign import foreign_manifest, looks_foreign
 from .hostpath import ChunkStart, PreparedBatch
 from .loadplan import Request
 from .loadplan import check as loadplan_check
@@ -39,6 +40,7 @@ from .machine import physical_cores
 from .manifest import (
     MANIFEST_FILE,
     Manifest,
+    Precision,
     Variant,
     load_manifest,
     safe_member,
@@ -588,7 +590,7 @@ def build_model(
     request = Request(device=device, precision=precision, backend=backend, objective=optimize_for)
     loadplan_check(request)
     directory = resolve_artifact(name_or_path, cache_dir)
-    manifest = load_manifest(directory)
+    manifest = read_manifest(directory)
     model = load(
         directory,
         manifest,
@@ -638,16 +640,37 @@ def encode(
     )
 
 
+def read_manifest(directory: Path) -> Manifest:
+    """The artifact's manifest; for a third-party export without one (jina_onnx.foreign), the manifest its own
+    files describe, with a warning, once per directory, that jina-onnx did not gate them."""
+    if (directory / MANIFEST_FILE).is_file() or not looks_foreign(directory):
+        return load_manifest(directory)
+    manifest = foreign_manifest(directory)
+    if str(directory) not in _WARNED_FOREIGN:
+        _WARNED_FOREIGN.add(str(directory))
+        log.warning(
+            "jina-onnx: %s has no %s: running its %s as exported by another tool, not gated by jina-onnx against "
+            "PyTorch (re-export with jina-onnx export to get gated variants)",
+            directory,
+            MANIFEST_FILE,
+            manifest.variants[Precision.FP32].file,
+        )
+    return manifest
+
+
+_WARNED_FOREIGN: set[str] = set()
+
+
 def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None) -> Path:
     """The artifact directory for a name (in the cache) or a path; raises with the export command if absent."""
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         raise InputTypeError(f"name_or_path must be a model name or a directory, got {name_or_path!r}")
     given = Path(name_or_path).expanduser()
     if given.is_dir():
-        if not (given / MANIFEST_FILE).is_file():
+        if not (given / MANIFEST_FILE).is_file() and not looks_foreign(given):
             raise ModelNotFoundError(
-                f"{given} has no {MANIFEST_FILE}: it is not an exported artifact. If it is a checkpoint, "
-                f"export it first: jina-onnx export {given} --out DIR"
+                f"{given} has no {MANIFEST_FILE} and no onnx/model.onnx with config.json and tokenizer.json: it is "
+                f"not an exported artifact. If it is a checkpoint, export it first: jina-onnx export {given} --out DIR"
             )
         return given
     spec = find_spec(str(name_or_path))

@@ -37,8 +37,7 @@ def load_models(
     from ..engines import concurrent_batches
     from ..loader import load
     from ..loadplan import Option, Request, check
-    from ..manifest import load_manifest
-    from ..model import resolve_artifact
+    from ..model import read_manifest, resolve_artifact
     from ..registry import home_dir
 
     loaded: dict[str, EmbeddingModel] = {}
@@ -58,7 +57,7 @@ def load_models(
         directory = resolve_artifact(ref, None)
         model = load(
             directory,
-            load_manifest(directory),
+            read_manifest(directory),
             request,
             threads=threads_for,
             cache_dir=home_dir(None),
