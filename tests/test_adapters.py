@@ -35,7 +35,9 @@ def expected(named_model) -> np.ndarray:  # type: ignore[no-untyped-def]
     return build_model(NAME, **OPTIONS).encode(TEXTS)
 
 
-class TestLangChainStandardUnit(EmbeddingsUnitTests):
+class _OurEmbeddings:
+    """What both of LangChain's standard suites need to know: the class and how to build it."""
+
     @property
     def embeddings_class(self) -> type[JinaOnnxEmbeddings]:
         return JinaOnnxEmbeddings
@@ -44,19 +46,15 @@ class TestLangChainStandardUnit(EmbeddingsUnitTests):
     def embedding_model_params(self) -> dict:
         return {"model": NAME, **OPTIONS}
 
+
+class TestLangChainStandardUnit(_OurEmbeddings, EmbeddingsUnitTests):
     @property
     def init_from_env_params(self) -> tuple[dict, dict, dict]:
         return {"JINA_ONNX_MODEL": NAME}, OPTIONS, {"model": NAME}
 
 
-class TestLangChainStandardIntegration(EmbeddingsIntegrationTests):
-    @property
-    def embeddings_class(self) -> type[JinaOnnxEmbeddings]:
-        return JinaOnnxEmbeddings
-
-    @property
-    def embedding_model_params(self) -> dict:
-        return {"model": NAME, **OPTIONS}
+class TestLangChainStandardIntegration(_OurEmbeddings, EmbeddingsIntegrationTests):
+    pass
 
 
 def test_langchain_equals_encode_sync_and_async(expected) -> None:

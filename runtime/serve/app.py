@@ -40,6 +40,7 @@ from .requests import (
     ApiError,
     Limits,
     check_dimensions,
+    check_fields,
     check_key,
     error_type,
     json_type,
@@ -231,18 +232,19 @@ def create_app(
 
     async def openai_embeddings(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)
-        unknown = set(body) - {
-            "input",
-            "model",
-            "encoding_format",
-            "dimensions",
-            "user",
-            "truncate",
-            "truncation",
-            "output_precision",
-        }
-        if unknown:
-            raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
+        check_fields(
+            body,
+            {
+                "input",
+                "model",
+                "encoding_format",
+                "dimensions",
+                "user",
+                "truncate",
+                "truncation",
+                "output_precision",
+            },
+        )
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise ApiError(400, f"encoding_format {encoding!r} is not supported: use 'float' or 'base64'")
@@ -268,17 +270,18 @@ def create_app(
 
     async def tei_embed(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)
-        unknown = set(body) - {
-            "inputs",
-            "normalize",
-            "truncate",
-            "model",
-            "truncation_direction",
-            "prompt_name",
-            "output_precision",
-        }
-        if unknown:
-            raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
+        check_fields(
+            body,
+            {
+                "inputs",
+                "normalize",
+                "truncate",
+                "model",
+                "truncation_direction",
+                "prompt_name",
+                "output_precision",
+            },
+        )
         if body.get("prompt_name") is not None:
             raise ApiError(400, "prompt_name is not supported: these models take no prompts")
         normalize = body.get("normalize", True)  # TEI's default
@@ -291,9 +294,7 @@ def create_app(
 
     async def tei_tokenize(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)
-        unknown = set(body) - {"inputs", "add_special_tokens", "model", "prompt_name"}
-        if unknown:
-            raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
+        check_fields(body, {"inputs", "add_special_tokens", "model", "prompt_name"})
         texts = texts_of(body.get("inputs"), "inputs")
         if len(texts) > limits.max_inputs_per_request:
             raise ApiError(413, f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request")

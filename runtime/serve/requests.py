@@ -126,6 +126,20 @@ def check_dimensions(dimensions: Any, model: str, dim: int) -> None:
         )
 
 
+def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
+    """ApiError(400) naming the fields of `body` this route does not take (a typo is never ignored silently).
+
+    Example:
+        >>> check_fields({"input": "x", "temperature": 1}, {"input", "model"})
+        Traceback (most recent call last):
+        ...
+        jina_onnx.serve.requests.ApiError: unsupported field(s): temperature
+    """
+    unknown = set(body) - allowed
+    if unknown:
+        raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
+
+
 def check_key(authorization: str, api_key: str | None) -> None:
     if api_key is None:
         return
