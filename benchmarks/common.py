@@ -47,12 +47,14 @@ def machine_facts() -> dict[str, object]:
 
 def prepared_artifact(size: str, precisions: tuple[str, ...] = ("fp32", "fp16", "int8")) -> Path:
     """The synthetic checkpoint of a model size exported once into WORK, reused on later runs."""
-    from jina_onnx.manifest import load_manifest
+    from jina_onnx.manifest import SCHEMA_VERSION, load_manifest
 
     out = WORK / "artifacts" / f"jina-embedding-{size}-en-v1"
     if (out / "manifest.json").is_file():
         manifest = load_manifest(out)
-        if all(p in manifest.variants or p in manifest.rejected for p in (*precisions, "fp32-opt")):
+        if manifest.schema_version >= SCHEMA_VERSION and all(
+            p in manifest.variants or p in manifest.rejected for p in (*precisions, "fp32-opt")
+        ):
             return out
     from jina_onnx.export import export_model
     from jina_onnx.export.synthetic import write_checkpoint
@@ -66,9 +68,11 @@ def prepared_artifact(size: str, precisions: tuple[str, ...] = ("fp32", "fp16", 
 
 
 def prepared_minilm(precisions: tuple[str, ...] = ("fp32", "fp16", "int8")) -> Path:
+    from jina_onnx.manifest import SCHEMA_VERSION, load_manifest
+
     out = WORK / "artifacts" / "all-MiniLM-L6-v2"
-    if (out / "manifest.json").is_file():
-        return out
+    if (out / "manifest.json").is_file() and load_manifest(out).schema_version >= SCHEMA_VERSION:
+        return out  # an older layout is exported again: the interop table needs the Hugging Face files
     from jina_onnx.export import export_model
     from jina_onnx.export.synthetic import minilm_checkpoint
 

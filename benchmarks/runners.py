@@ -4,7 +4,7 @@ A runner is named by a `RunnerSpec` (plain data, so a cold-start subprocess can 
 - jina-onnx: this package, on the exported artifact, one precision;
 - torch: PyTorch through sentence-transformers, the way the models are used today (fp32; fp16 on CUDA);
 - st-onnx: sentence-transformers' own ONNX backend (optimum export) and its dynamic-int8 export;
-- fastembed: fastembed running our exported model.onnx.
+- fastembed: fastembed running our export's onnx/model.onnx (the directory as it is).
 `prepare` does the one-off work (exports) in the parent; `load` builds the runner and is what cold start
 times. This module imports only the standard library and numpy at import time, so importing it in a
 subprocess does not skew another runtime's import time.
@@ -302,24 +302,13 @@ def _load_fastembed(spec: RunnerSpec) -> Encode:
 
 
 def fastembed_model(artifact: Path, threads: int, device: str = "cpu"):  # type: ignore[no-untyped-def]
-    """fastembed loading our exported model.onnx from a local directory, pooled output as is."""
+    """fastembed loading our export directory as it is (its documented custom-model API), pooled output as is."""
     from fastembed import TextEmbedding
     from fastembed.common.model_description import ModelSource, PoolingType
 
-    from jina_onnx.manifest import load_manifest
+    from jina_onnx.manifest import Precision, load_manifest
 
     manifest = load_manifest(artifact)
-    directory = WORK / "fastembed" / artifact.name
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in ("model.onnx", "tokenizer.json"):
-        if not (directory / name).exists():
-            (directory / name).symlink_to(artifact / name)
-    tokenizer = json.loads((artifact / "tokenizer.json").read_text())
-    pad = next(t["content"] for t in tokenizer["added_tokens"] if t["id"] == manifest.tokenizer.pad_id)
-    (directory / "tokenizer_config.json").write_text(
-        json.dumps({"model_max_length": manifest.max_length, "pad_token": pad})
-    )
-    (directory / "config.json").write_text(json.dumps({"pad_token_id": manifest.tokenizer.pad_id}))
     name = f"jina-onnx-bench/{artifact.name}"
     if name not in [m["model"] for m in TextEmbedding.list_supported_models()]:
         TextEmbedding.add_custom_model(
@@ -328,8 +317,8 @@ def fastembed_model(artifact: Path, threads: int, device: str = "cpu"):  # type:
             normalization=False,
             sources=ModelSource(hf=name),
             dim=manifest.dim,
-            model_file="model.onnx",
+            model_file=manifest.variants[Precision.FP32].file,
             output_name="sentence_embedding",
         )
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    return TextEmbedding(name, specific_model_path=str(directory), threads=threads, providers=providers)
+    return TextEmbedding(name, specific_model_path=str(artifact), threads=threads, providers=providers)

@@ -29,6 +29,7 @@ from jina_onnx.tokenization import TextTokenizer
 from .checkpoint import Checkpoint, load_torch_model, read_checkpoint
 from .fp16 import CALIBRATION_TEXTS, calibration_feeds, to_fp16
 from .hub import ResolvedSource, resolve_source
+from .layout import write_hub_files
 from .tokenizer import load_hf_tokenizer, write_tokenizer
 from .trace import OPSET, export_onnx, pooled_module
 from .validate import torch_embeddings
@@ -37,11 +38,13 @@ from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, to_int8, to_i
 log = logging.getLogger("jina_onnx")
 
 PROBE_FILE = "probe.json"
+# The names transformers.js picks by dtype (fp32, fp16, q8) and sentence-transformers by file_name; the fused
+# CPU graph is jina-onnx's own (its contrib ops are ONNX Runtime's) and no consumer looks for it.
 FILES = {
-    Precision.FP32: "model.onnx",
-    Precision.FP32_OPT: "model.cpu-opt.onnx",
-    Precision.FP16: "model.fp16.onnx",
-    Precision.INT8: "model.int8.onnx",
+    Precision.FP32: "onnx/model.onnx",
+    Precision.FP32_OPT: "onnx/model_cpu_fused.onnx",
+    Precision.FP16: "onnx/model_fp16.onnx",
+    Precision.INT8: "onnx/model_quantized.onnx",
 }
 
 
@@ -51,13 +54,17 @@ def export_model(
     *,
     name: str | None = None,
     revision: str | None = None,
-    precisions: Sequence[str] = ("fp32",),
+    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
     optimize: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     hub_cache: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
 ) -> Path:
     """Export a checkpoint to an ONNX artifact directory and return its path.
+
+    The directory is also a Hugging Face model repository in the conventional layout (`export/layout.py`,
+    docs/interop.md): sentence-transformers (`backend="onnx"`), fastembed and transformers.js load it as is,
+    and `hf upload` publishes it.
 
     Every variant is run through the runtime on a fixed probe set and compared with PyTorch
     before it is kept: fp32 must match within 1e-4 or nothing is written; an optimized, fp16 or
@@ -69,7 +76,7 @@ def export_model(
         out_dir: the artifact directory itself; default `<cache_dir>/<name>`.
         name: the artifact's model name; default the registry name, or the source's last path part.
         revision: hub branch, tag or commit (hub sources only).
-        precisions: any of "fp32" (always written), "fp16" (for CUDA), "int8" (for CPU).
+        precisions: any of "fp32" (always written), "fp16" (for CUDA), "int8" (for CPU); default all three.
         optimize: also write "fp32-opt", ONNX Runtime's fused graph for CPU, and derive fp16/int8 from it.
         cache_dir: where named artifacts live; default $JINA_ONNX_HOME or ~/.cache/jina-onnx.
         hub_cache: huggingface_hub's cache directory; default its own.
@@ -77,7 +84,7 @@ def export_model(
 
     Example:
         >>> from jina_onnx.export import export_model
-        >>> export_model("jina-embedding-t-en-v1", precisions=["fp32", "int8"])  # doctest: +SKIP
+        >>> export_model("jina-embedding-t-en-v1")  # doctest: +SKIP
         PosixPath('/home/me/.cache/jina-onnx/jina-embedding-t-en-v1')
     """
     wanted = _check_precisions(precisions)
@@ -124,6 +131,8 @@ def _build(
     log.info("jina-onnx: loading %s (%s)", resolved.location, checkpoint.architecture.value)
     hf_tokenizer = load_hf_tokenizer(checkpoint.directory)
     vocab_size = write_tokenizer(hf_tokenizer, staging / "tokenizer.json", checkpoint.lowercase)
+    hub_files = write_hub_files(checkpoint, hf_tokenizer, staging)
+    (staging / "onnx").mkdir()
     encoder = load_torch_model(checkpoint)
     input_names = ["input_ids", "attention_mask"]
     if checkpoint.architecture is Architecture.BERT:
@@ -163,6 +172,7 @@ def _build(
         ),
         versions=_versions(),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        files={name: sha256_file(staging / name) for name in hub_files},
     )
     check = functools.partial(_gated, staging, reference)
     manifest = check(manifest, Precision.FP32, "torch.onnx.export (TorchScript)")

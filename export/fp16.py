@@ -15,7 +15,7 @@ fp16 except pooling. The fused (Skip)SimplifiedLayerNormalization ops accumulate
 
 Example:
     >>> from jina_onnx.export.fp16 import to_fp16
-    >>> to_fp16(Path("model.cpu-opt.onnx"), Path("model.fp16.onnx"), Architecture.T5_ENCODER, feeds)  # doctest: +SKIP
+    >>> to_fp16(Path("onnx/model_cpu_fused.onnx"), Path("onnx/model_fp16.onnx"), Architecture.T5_ENCODER, feeds)  # doctest: +SKIP
     Fp16Result(recipe='rescaled', alpha=0.0625, ...)
 """
 

@@ -8,13 +8,17 @@ from typing import Any
 
 from jina_onnx.manifest import Pooling
 
+OUTPUTS = ("last_hidden_state", "sentence_embedding")  # token-level first: see pooled_module
 OPSET = 17  # traced BERT and T5 encoders within 1e-6 of torch here (docs/architecture.md, pitfall 5)
 
 
 def pooled_module(encoder: Any, pooling: Pooling, takes_token_types: bool) -> Any:
-    """Wrap an encoder so one call returns (sentence_embedding, token_embeddings).
+    """Wrap an encoder so one call returns (last_hidden_state, sentence_embedding).
 
-    Pooling inside the graph means only (batch, dim) has to leave the device at run time.
+    Pooling inside the graph means only (batch, dim) has to leave the device at run time. The token-level
+    output comes first and under the name Hugging Face consumers expect (sentence-transformers' ONNX backend
+    reads `last_hidden_state`, fastembed the first output, transformers.js either), so the same file serves
+    them with pooling left to them (docs/interop.md).
     """
     import torch
 
@@ -34,7 +38,7 @@ def pooled_module(encoder: Any, pooling: Pooling, takes_token_types: bool) -> An
                 pooled = tokens[:, 0]
             else:
                 pooled = torch.where(mask > 0, tokens, torch.full_like(tokens, -1e9)).max(1).values
-            return pooled, tokens
+            return tokens, pooled
 
     return Pooled().eval()
 
@@ -48,8 +52,8 @@ def export_onnx(module: Any, input_names: list[str], path: Path) -> None:
     attention_mask = (input_ids != 0).long()
     args = [input_ids, attention_mask] + ([torch.zeros_like(input_ids)] if "token_type_ids" in input_names else [])
     axes = {name: {0: "batch", 1: "sequence"} for name in input_names}
+    axes["last_hidden_state"] = {0: "batch", 1: "sequence"}
     axes["sentence_embedding"] = {0: "batch"}
-    axes["token_embeddings"] = {0: "batch", 1: "sequence"}
     with torch.no_grad(), warnings.catch_warnings():
         # transformers' mask helpers trigger TracerWarnings about constants that are constant here.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -61,7 +65,7 @@ def export_onnx(module: Any, input_names: list[str], path: Path) -> None:
             tuple(args),
             str(path),
             input_names=input_names,
-            output_names=["sentence_embedding", "token_embeddings"],
+            output_names=list(OUTPUTS),
             dynamic_axes=axes,
             opset_version=OPSET,
             do_constant_folding=True,

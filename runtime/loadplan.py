@@ -197,7 +197,7 @@ def _openvino_plan(request: Request, facts: Facts, why: str) -> Plan:
         raise DeviceError("precision='bf16': this CPU has no bf16 units; use precision='fp32'")
     option = _openvino_option(request.precision, facts)
     if option is None:
-        raise ArtifactError(f"{facts.name} has no fp32 variant (model.onnx) for OpenVINO to run; re-export it")
+        raise ArtifactError(f"{facts.name} has no fp32 variant (onnx/model.onnx) for OpenVINO to run; re-export it")
     if option.precision == "bf16":
         if facts.bf16_gate is None:
             return Plan(request.objective, None, why + "bf16 asked for: check its gate first", check_bf16=option)

@@ -1,8 +1,10 @@
 """The artifact manifest: the one schema shared by the export stage and the runtime.
 
 An artifact is a directory holding `manifest.json`, the tokenizer and one ONNX file per
-precision. The runtime trusts only what the manifest says, and checks every file it names
-against the sha256 recorded at export before using it.
+precision; since schema 2 it is also a Hugging Face model repository (the graphs under `onnx/`, the
+checkpoint's config, the tokenizer and sentence-transformers files; docs/interop.md), and `files` records the
+sha256 of those other files. The runtime trusts only what the manifest says, and checks every file it reads
+against the sha256 recorded at export before using it; `jina-onnx verify` checks them all.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from .errors import ArtifactError
 from .registry import Architecture
 
 MANIFEST_FILE = "manifest.json"
-SCHEMA_VERSION = 1
+# 2: the Hugging Face layout (graphs under onnx/, token-level output first) and `files`. Schema 1 artifacts
+# (graphs at the top, no `files`) still load: the manifest names every file the runtime reads.
+SCHEMA_VERSION = 2
 
 
 class Pooling(str, Enum):
@@ -124,6 +128,8 @@ class Manifest:
     output_ranges: dict[str, Any] = field(default_factory=dict)
     # Free-form notes; the runtime reads only extra["openvino"]["bf16"], the bf16 gate run at export.
     extra: dict[str, Any] = field(default_factory=dict)
+    # sha256 of the artifact's other files (config.json, tokenizer and sentence-transformers configs), by path.
+    files: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> str:
         data = asdict(self)
@@ -237,4 +243,5 @@ def _parse(raw: dict[str, Any]) -> Manifest:
         rejected=dict(raw.get("rejected", {})),
         output_ranges=dict(raw.get("output_ranges", {})),
         extra=dict(raw.get("extra", {})),
+        files={str(k): str(v) for k, v in raw.get("files", {}).items()},
     )

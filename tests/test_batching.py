@@ -164,9 +164,9 @@ def test_cuda_session_options_are_requested(artifact, monkeypatch) -> None:
             return ["CUDAExecutionProvider", "CPUExecutionProvider"]
 
     monkeypatch.setattr(onnxruntime, "InferenceSession", Recording)
-    session_module.create_session(artifact("t") / "model.onnx", "cuda", None, device_id=3, precision="fp32")
+    session_module.create_session(artifact("t") / "onnx" / "model.onnx", "cuda", None, device_id=3, precision="fp32")
     assert seen["providers"][0] == ("CUDAExecutionProvider", {"device_id": "3", "use_tf32": "0"})
-    session_module.create_session(artifact("t") / "model.fp16.onnx", "cuda", None, precision="fp16")
+    session_module.create_session(artifact("t") / "onnx" / "model_fp16.onnx", "cuda", None, precision="fp16")
     assert seen["providers"][0][1]["use_tf32"] == "1"
 
 

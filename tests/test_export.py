@@ -65,20 +65,27 @@ def test_export_matches_pytorch(size: str, checkpoint, artifact) -> None:
 )
 def test_graph_layout(size: str, inputs: list[str], artifact) -> None:
     directory = artifact(size)
-    graph = onnx.load(str(directory / "model.onnx"), load_external_data=False).graph
+    graph = onnx.load(str(directory / "onnx" / "model.onnx"), load_external_data=False).graph
     assert [i.name for i in graph.input] == inputs
-    assert [o.name for o in graph.output] == ["sentence_embedding", "token_embeddings"]
+    # Token-level first, under the name Hugging Face consumers read; the pooled output for jina-onnx.
+    assert [o.name for o in graph.output] == ["last_hidden_state", "sentence_embedding"]
     dims = [d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", "sequence"]
-    files = sorted(p.name for p in directory.iterdir())
+    files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
     assert files == [
+        "1_Pooling/config.json",
+        "config.json",
         "manifest.json",
-        "model.cpu-opt.onnx",
-        "model.fp16.onnx",
-        "model.int8.onnx",
-        "model.onnx",
+        "modules.json",
+        "onnx/model.onnx",
+        "onnx/model_cpu_fused.onnx",
+        "onnx/model_fp16.onnx",
+        "onnx/model_quantized.onnx",
         "probe.json",
+        "sentence_bert_config.json",
+        "special_tokens_map.json",
         "tokenizer.json",
+        "tokenizer_config.json",
     ]
     tokenizer = json.loads((directory / "tokenizer.json").read_text())
     assert tokenizer["truncation"] is None and tokenizer["padding"] is None

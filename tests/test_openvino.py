@@ -45,7 +45,7 @@ def test_fp32_matches_onnxruntime(artifact, size: str) -> None:
     reference = build_model(artifact(size), device="cpu", precision="fp32", backend="onnxruntime")
     model = build_model(artifact(size), device="cpu", precision="fp32", backend="openvino")
     assert (model.backend, model.precision, model.device) == ("openvino", "fp32", "cpu")
-    assert model.onnx_path.name == "model.cpu-opt.onnx"  # ONNX Runtime's fused graph, read by OpenVINO
+    assert model.onnx_path.name == "model_cpu_fused.onnx"  # ONNX Runtime's fused graph, read by OpenVINO
     with pytest.warns(Warning):  # the long text is truncated, as with ONNX Runtime
         ours = model.encode(TEXTS)
     with pytest.warns(Warning):
@@ -116,7 +116,7 @@ def test_bf16_passes_its_gate_and_is_recorded_at_export(artifact, monkeypatch: p
     manifest = json.loads((artifact("s") / "manifest.json").read_text())
     recorded = manifest["extra"]["openvino"]["bf16"]
     assert recorded["passed"] and recorded["parity"]["min_cosine"] >= 0.999
-    assert recorded["file"] == "model.cpu-opt.onnx"  # checked on the graph OpenVINO runs
+    assert recorded["file"] == "onnx/model_cpu_fused.onnx"  # checked on the graph OpenVINO runs
     # The export's record is used: loading runs no probe.
     monkeypatch.setattr(backends, "bf16_check", lambda *a, **k: pytest.fail("the manifest's verdict was ignored"))
     model = build_model(artifact("s"), device="cpu", precision="bf16", backend="openvino")
@@ -182,18 +182,20 @@ def test_plain_graph_where_the_fused_one_is_absent_or_unreadable(
     np.testing.assert_allclose(model.encode(TEXTS[:5]), reference, atol=1e-4, rtol=0)
     # A fused graph this OpenVINO cannot read (checksum intact): model.onnx runs, and the log says why.
     unreadable = shutil.copytree(artifact("t"), tmp_path / "unreadable")
-    (unreadable / "model.cpu-opt.onnx").write_bytes(b"not an onnx graph")
+    (unreadable / "onnx" / "model_cpu_fused.onnx").write_bytes(b"not an onnx graph")
     manifest = json.loads((unreadable / "manifest.json").read_text())
     manifest["variants"]["fp32-opt"]["sha256"] = hashlib.sha256(b"not an onnx graph").hexdigest()
     (unreadable / "manifest.json").write_text(json.dumps(manifest))
     with caplog.at_level(logging.INFO, logger="jina_onnx"):
         model = build_model(unreadable, device="cpu", precision="fp32", backend="openvino")
     assert model.onnx_path.name == "model.onnx"
-    assert "model.cpu-opt.onnx: OpenVINO cannot load it" in caplog.text and "runs model.onnx instead" in caplog.text
+    assert (
+        "model_cpu_fused.onnx: OpenVINO cannot load it" in caplog.text and "runs onnx/model.onnx instead" in caplog.text
+    )
     np.testing.assert_allclose(model.encode(TEXTS[:5]), reference, atol=1e-4, rtol=0)
     # A fused graph that changed on disk is refused, not swapped for the plain one.
-    (unreadable / "model.cpu-opt.onnx").write_bytes(b"changed")
-    with pytest.raises(ArtifactError, match="model.cpu-opt.onnx"):
+    (unreadable / "onnx" / "model_cpu_fused.onnx").write_bytes(b"changed")
+    with pytest.raises(ArtifactError, match="model_cpu_fused.onnx"):
         build_model(unreadable, device="cpu", precision="fp32", backend="openvino")
 
 

@@ -129,8 +129,8 @@ def copy_of(artifact, tmp_path: Path):  # type: ignore[no-untyped-def]
 
 def test_missing_precision_file(copy_of) -> None:
     directory = copy_of("t")
-    (directory / "model.int8.onnx").unlink()
-    with pytest.raises(ArtifactError, match=r"model\.int8\.onnx: missing"):
+    (directory / "onnx" / "model_quantized.onnx").unlink()
+    with pytest.raises(ArtifactError, match=r"onnx/model_quantized\.onnx: missing"):
         build_model(directory)  # auto wants int8 on CPU: never silently something else
     assert build_model(directory, precision="fp32").precision == "fp32"
 
@@ -138,8 +138,8 @@ def test_missing_precision_file(copy_of) -> None:
 def test_symlink_out_of_the_artifact_is_refused(copy_of, tmp_path: Path) -> None:
     directory = copy_of("t")
     outside = tmp_path / "elsewhere.onnx"
-    shutil.move(directory / "model.onnx", outside)
-    (directory / "model.onnx").symlink_to(outside)
+    shutil.move(directory / "onnx" / "model.onnx", outside)
+    (directory / "onnx" / "model.onnx").symlink_to(outside)
     with pytest.raises(ArtifactError, match="outside the artifact directory"):
         build_model(directory, precision="fp32")
 
@@ -147,19 +147,26 @@ def test_symlink_out_of_the_artifact_is_refused(copy_of, tmp_path: Path) -> None
 def test_verify_passes_on_a_sound_artifact(artifact, capsys) -> None:
     assert main(["verify", str(artifact("t"))]) == 0
     out = capsys.readouterr().out
-    for name in ("tokenizer.json", "model.onnx", "model.int8.onnx", "probe.json", "fp16 probe", "int8 probe"):
+    for name in (
+        "tokenizer.json",
+        "onnx/model.onnx",
+        "onnx/model_quantized.onnx",
+        "probe.json",
+        "fp16 probe",
+        "int8 probe",
+    ):
         assert f"ok   {name}" in out
     assert out.strip().endswith("0 failed")
 
 
 def test_verify_catches_flipped_bytes(copy_of, capsys) -> None:
     directory = copy_of("t")
-    data = bytearray((directory / "model.int8.onnx").read_bytes())
+    data = bytearray((directory / "onnx" / "model_quantized.onnx").read_bytes())
     data[len(data) // 3] ^= 0x01
-    (directory / "model.int8.onnx").write_bytes(bytes(data))
+    (directory / "onnx" / "model_quantized.onnx").write_bytes(bytes(data))
     assert main(["verify", str(directory)]) == 1
     out = capsys.readouterr().out
-    assert "FAIL model.int8.onnx" in out and "FAIL int8 probe" in out
+    assert "FAIL onnx/model_quantized.onnx" in out and "FAIL int8 probe" in out
 
 
 def test_verify_catches_a_wrong_graph_with_a_matching_checksum(copy_of, tmp_path: Path, capsys) -> None:
@@ -170,9 +177,9 @@ def test_verify_catches_a_wrong_graph_with_a_matching_checksum(copy_of, tmp_path
         write_checkpoint("t", tmp_path / "other-ckpt", seed=1), tmp_path / "other", precisions=["fp32"], optimize=False
     )
     directory = copy_of("t")
-    shutil.copy(other / "model.onnx", directory / "model.onnx")
+    shutil.copy(other / "onnx" / "model.onnx", directory / "onnx" / "model.onnx")
     manifest = json.loads((directory / "manifest.json").read_text())
-    manifest["variants"]["fp32"]["sha256"] = sha256_file(directory / "model.onnx")
+    manifest["variants"]["fp32"]["sha256"] = sha256_file(directory / "onnx" / "model.onnx")
     (directory / "manifest.json").write_text(json.dumps(manifest))
     assert build_model(directory, precision="fp32").dim == 312  # nothing else notices
     assert main(["verify", str(directory)]) == 1
@@ -197,7 +204,7 @@ def test_killed_export_leaves_nothing_loadable(checkpoint, tmp_path: Path) -> No
     process = subprocess.Popen([sys.executable, "-c", code])
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:  # wait until the graph is being written or checked
-        staged = list(tmp_path.glob(".killed.partial-*/model.onnx"))
+        staged = list(tmp_path.glob(".killed.partial-*/onnx/model.onnx"))
         if staged and staged[0].stat().st_size > 1_000_000:
             break
         time.sleep(0.05)

@@ -150,15 +150,15 @@ def _rewrite_manifest(directory: Path, edit) -> None:  # type: ignore[no-untyped
 
 
 def test_missing_onnx_file(damaged: Path) -> None:
-    (damaged / "model.onnx").unlink()
+    (damaged / "onnx" / "model.onnx").unlink()
     with pytest.raises(ArtifactError, match=r"model\.onnx: missing"):
         build_model(damaged, precision="fp32")
 
 
 def test_flipped_byte_is_detected(damaged: Path) -> None:
-    data = bytearray((damaged / "model.onnx").read_bytes())
+    data = bytearray((damaged / "onnx" / "model.onnx").read_bytes())
     data[len(data) // 2] ^= 0xFF
-    (damaged / "model.onnx").write_bytes(bytes(data))
+    (damaged / "onnx" / "model.onnx").write_bytes(bytes(data))
     with pytest.raises(ArtifactError, match=r"model\.onnx: checksum mismatch"):
         build_model(damaged, precision="fp32")
 
@@ -166,7 +166,7 @@ def test_flipped_byte_is_detected(damaged: Path) -> None:
 def test_truncated_onnx_with_matching_checksum_fails_to_load(damaged: Path) -> None:
     from jina_onnx.manifest import sha256_file
 
-    path = damaged / "model.onnx"
+    path = damaged / "onnx" / "model.onnx"
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
     _rewrite_manifest(damaged, lambda m: m["variants"]["fp32"].update(sha256=sha256_file(path)))
     with pytest.raises(ArtifactError, match=r"model\.onnx: ONNX Runtime cannot load it"):
@@ -210,5 +210,5 @@ def test_numpy_pooling_fallback_matches_graph_pooling(t_model) -> None:
     ids = [t_model.tokenizer.tokenize(SEED).ids[i] for i in range(2)]
     input_ids, mask = t_model.tokenizer.pad(ids)
     feed = {"input_ids": input_ids, "attention_mask": mask, "token_type_ids": np.zeros_like(input_ids)}
-    pooled, tokens = t_model.session.run(["sentence_embedding", "token_embeddings"], feed)
+    pooled, tokens = t_model.session.run(["sentence_embedding", "last_hidden_state"], feed)
     assert np.abs(pool(tokens, mask, Pooling.MEAN) - pooled).max() < 1e-5

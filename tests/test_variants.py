@@ -38,7 +38,7 @@ def expected_fusions(size: str) -> dict[str, int]:
 )
 def test_fused_op_counts(size: str, artifact) -> None:
     directory = artifact(size)
-    graph = onnx.load(str(directory / "model.cpu-opt.onnx"), load_external_data=False)
+    graph = onnx.load(str(directory / "onnx" / "model_cpu_fused.onnx"), load_external_data=False)
     assert fused_op_counts(graph) == expected_fusions(size)
     assert load_manifest(directory).variants[Precision.FP32_OPT].fused_ops == expected_fusions(size)
 
@@ -52,10 +52,10 @@ def test_auto_runs_the_fastest_measured_variant_and_says_so(artifact, tmp_path, 
     monkeypatch.setattr(checks, "measure", lambda models, objective: [speeds[m.precision] for m in models])
     with caplog.at_level(logging.INFO, logger="jina_onnx"):
         model = build_model(artifact("s"), device="cpu")
-    assert model.precision == "fp32-opt" and model.onnx_path.name == "model.cpu-opt.onnx"
+    assert model.precision == "fp32-opt" and model.onnx_path.name == "model_cpu_fused.onnx"
     assert sum("runs onnxruntime fp32-opt on cpu" in r.getMessage() for r in caplog.records) == 1
     assert build_model(artifact("s"), precision="fp32").onnx_path.name == "model.onnx"
-    assert build_model(artifact("s"), precision="int8").onnx_path.name == "model.int8.onnx"
+    assert build_model(artifact("s"), precision="int8").onnx_path.name == "model_quantized.onnx"
 
 
 def fp16_structure(path: Path) -> dict[str, object]:
@@ -81,15 +81,15 @@ def fp16_structure(path: Path) -> dict[str, object]:
 def test_t5_fp16_runs_every_matmul_in_fp16(size: str, artifact) -> None:
     directory = artifact(size)
     spec = find_spec(size)
-    structure = fp16_structure(directory / "model.fp16.onnx")
+    structure = fp16_structure(directory / "onnx" / "model_fp16.onnx")
     # 4 projections per attention + QK^T and PV, 2 per FFN: 8 MatMuls a layer, none reads an fp32 tensor.
     assert structure["matmuls"] == 8 * spec.layers
     assert structure["matmuls_touching_fp32"] == []
-    # Back to fp32 only for pooling (the encoder output, the mask it multiplies) and token_embeddings.
+    # Back to fp32 only for pooling (the encoder output, the mask it multiplies) and last_hidden_state, output 0.
     assert structure["casts_to_fp32"] == [
         "/Cast_output_0_cast_to_fp32_node",
-        "graph_output_cast1",
-        "graph_output_cast_1_cast_to_fp32_node",
+        "graph_output_cast0",
+        "graph_output_cast_0_cast_to_fp32_node",
     ]
     assert structure["casts_to_fp16"] == 2  # the traced graph's own mask and position-bucket Casts
     fp16 = load_manifest(directory).variants[Precision.FP16]
@@ -150,7 +150,7 @@ def test_fp16_survives_activations_far_beyond_fp16_range(hot_t5: Path, tmp_path:
     alpha = fp16.details["alpha"]
     assert fp16.details["recipe"] == "rescaled" and fp16.parity.min_cosine >= 0.999
     assert fp16.details["residual_peak_fp32"] > 10 * 65504 and alpha * fp16.details["residual_peak_fp32"] < 65504 / 8
-    assert fp16_structure(out / "model.fp16.onnx")["matmuls_touching_fp32"] == []
+    assert fp16_structure(out / "onnx" / "model_fp16.onnx")["matmuls_touching_fp32"] == []
     ours = build_model(out, precision="fp16").encode(texts)
     assert _cosines(ours, reference).min() >= 0.999
 
@@ -177,7 +177,7 @@ def test_fp16_survives_activations_far_beyond_fp16_range(hot_t5: Path, tmp_path:
 
     # 4. The naive ONNX conversion (everything fp16, no rescaling) gives inf/NaN even on the CPU provider.
     naive = tmp_path / "naive.onnx"
-    to_fp16(out / "model.cpu-opt.onnx", naive, Architecture.T5_ENCODER, recipe="naive")
+    to_fp16(out / "onnx" / "model_cpu_fused.onnx", naive, Architecture.T5_ENCODER, recipe="naive")
     runtime = build_model(out, precision="fp32")
     runtime.session = onnxruntime.InferenceSession(str(naive), providers=["CPUExecutionProvider"])
     assert not np.isfinite(runtime.encode(texts[:4])).all()
@@ -189,7 +189,7 @@ def test_rescaling_is_exact_in_fp32_and_refuses_a_graph_it_would_change(artifact
     from jina_onnx.errors import ExportError
     from jina_onnx.export.fp16 import Peaks, choose_alpha, rescale_residual_stream, residual_stream
 
-    path = artifact("s") / "model.cpu-opt.onnx"
+    path = artifact("s") / "onnx" / "model_cpu_fused.onnx"
     model = onnx.load(str(path))
     weights, _ = residual_stream(model.graph)
     assert len(weights) == 1 + 2 * find_spec("s").layers  # the embedding, and o and wo of each layer
@@ -221,7 +221,7 @@ def test_variant_under_its_gate_is_not_written(checkpoint, tmp_path: Path, monke
     with caplog.at_level(logging.WARNING, logger="jina_onnx"):
         out = export_model(checkpoint("t"), tmp_path / "gated", precisions=["fp32", "int8"])
     manifest = load_manifest(out)
-    assert Precision.INT8 not in manifest.variants and not (out / "model.int8.onnx").exists()
+    assert Precision.INT8 not in manifest.variants and not (out / "onnx" / "model_quantized.onnx").exists()
     reason = manifest.rejected["int8"]
     assert "mean_cosine >= 1.01" in reason and "mean_cosine 0.99" in reason and "FFN output MatMuls" not in reason
     assert any("int8 missed its gate" in r.getMessage() for r in caplog.records)

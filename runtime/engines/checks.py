@@ -43,12 +43,12 @@ def openvino_variant(manifest: Manifest) -> Variant:
 
     Example:
         >>> openvino_variant(manifest).file
-        'model.cpu-opt.onnx'
+        'onnx/model_cpu_fused.onnx'
     """
     for name in OPENVINO_GRAPHS:
         if Precision(name) in manifest.variants:
             return manifest.variants[Precision(name)]
-    raise ArtifactError(f"{manifest.name} has no fp32 variant (model.onnx) for OpenVINO to run; re-export it")
+    raise ArtifactError(f"{manifest.name} has no fp32 variant (onnx/model.onnx) for OpenVINO to run; re-export it")
 
 
 def recorded_bf16(manifest: Manifest, variant: Variant, cache_dir: Path) -> str | None:

@@ -3,8 +3,8 @@
 OpenVINO reads the ONNX file directly and, with the precision hint `bf16`, runs its matrix work on the bf16
 units of modern Intel CPUs (AMX, AVX512-BF16): on the 2-core Xeon of the development machine that was 2.7x
 (t) to 4x (s) faster than its own f32 on batches of 32 x 128 tokens. The graph it runs is the fused
-`model.cpu-opt.onnx` where the artifact has one (OpenVINO reads ONNX Runtime's Attention, LayerNorm and Gelu
-fusions), else `model.onnx` (`checks.openvino_variant`): the fused graph was 2-9% faster in bf16 (MiniLM
+`onnx/model_cpu_fused.onnx` where the artifact has one (OpenVINO reads ONNX Runtime's Attention, LayerNorm and Gelu
+fusions), else `onnx/model.onnx` (`checks.openvino_variant`): the fused graph was 2-9% faster in bf16 (MiniLM
 +7%, s +9%, b +5%, t +3%; same-run A/Bs through `encode`, 2026-11-27) with the same fp32 outputs. The int8
 graphs stay with ONNX Runtime: OpenVINO runs the weight-only one (MiniLM's) no faster than bf16 (253 vs 264
 texts/s) and not the dynamic-quantization ones.
@@ -13,7 +13,7 @@ texts/s) and not the dynamic-quantization ones.
 (`get_inputs`, `get_outputs`, `run`), so the tokenizer path, batching and pooling are the same code.
 
 Example:
-    >>> session = OpenVINOSession(Path("model.cpu-opt.onnx"), "bf16", threads=2)  # doctest: +SKIP
+    >>> session = OpenVINOSession(Path("onnx/model_cpu_fused.onnx"), "bf16", threads=2)  # doctest: +SKIP
     >>> session.streams  # doctest: +SKIP
     2
     >>> [i.name for i in session.get_inputs()]  # doctest: +SKIP
