@@ -82,8 +82,8 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--revision", help="hub branch, tag or commit")
     export.add_argument(
         "--precision",
-        default="fp32",
-        help="comma-separated: fp32 (always), fp16 (CUDA), int8 (CPU); e.g. fp32,fp16,int8",
+        default="fp32,fp16,int8",
+        help="comma-separated: fp32 (always), fp16 (CUDA), int8 (CPU); each is kept only where it passes its gate",
     )
     export.add_argument(
         "--optimize",
@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
 
     verify = commands.add_parser("verify", help="check an artifact end to end (checksums, load, probe parity)")
     verify.add_argument("directory", help="artifact directory, or a model name in $JINA_ONNX_HOME")
+    verify.add_argument(
+        "--against",
+        metavar="CHECKPOINT",
+        help="compare with PyTorch run now on this local checkpoint (needs the export extra); "
+        "gates a third-party ONNX export, which has no manifest",
+    )
     verify.set_defaults(run=_verify)
 
     embed = commands.add_parser(
@@ -490,7 +496,7 @@ def _verify(args: argparse.Namespace) -> int:
     from .model import resolve_artifact
     from .verify import verify_artifact
 
-    checks = verify_artifact(resolve_artifact(args.directory, None))
+    checks = verify_artifact(resolve_artifact(args.directory, None), against=args.against)
     for check in checks:
         print(f"{'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
     failed = sum(not c.ok for c in checks)

@@ -25,6 +25,9 @@ from .manifest import Manifest, Parity, Pooling, Precision, Source, TokenizerInf
 from .registry import Architecture
 
 GRAPHS = ("onnx/model.onnx", "model.onnx")  # where exporters put the fp32 token-level graph
+# The other graphs of the layout, by transformers.js' names; only `jina-onnx verify --against` runs them (they
+# are not gated, so `build_model` never picks them).
+OTHER_GRAPHS = {Precision.INT8: "onnx/model_quantized.onnx", Precision.FP16: "onnx/model_fp16.onnx"}
 NOT_GATED = "not gated by jina-onnx (a third-party export)"
 
 
@@ -37,8 +40,9 @@ def looks_foreign(directory: Path) -> bool:
     )
 
 
-def foreign_manifest(directory: Path) -> Manifest:
-    """The manifest of a third-party export, from its own files (see the module docstring)."""
+def foreign_manifest(directory: Path, every_graph: bool = False) -> Manifest:
+    """The manifest of a third-party export, from its own files (see the module docstring); fp32 only unless
+    `every_graph` (for `jina-onnx verify`), which adds the quantized and fp16 graphs that are there."""
     config = _json(directory / "config.json")
     model_type = str(config.get("model_type", ""))
     architectures = {"bert": Architecture.BERT, "t5": Architecture.T5_ENCODER}
@@ -56,6 +60,12 @@ def foreign_manifest(directory: Path) -> Manifest:
         raise ArtifactError(f"{directory}: the tokenizer has no padding token {pad_token!r}")
     sha = sha256_file(directory / graph)
     unchecked = Parity(float("nan"), float("nan"), float("nan"), 0, NOT_GATED)
+    variants = {Precision.FP32: Variant(Precision.FP32, graph, sha, 0, unchecked, gate=NOT_GATED)}
+    for precision, other in OTHER_GRAPHS.items() if every_graph else ():
+        if (directory / other).is_file():
+            variants[precision] = Variant(
+                precision, other, sha256_file(directory / other), 0, unchecked, gate=NOT_GATED
+            )
     return Manifest(
         name=directory.name,
         architecture=architecture,
@@ -72,7 +82,7 @@ def foreign_manifest(directory: Path) -> Manifest:
             int(pad_id),
             int(tokenizer.get_vocab_size(with_added_tokens=True)),
         ),
-        variants={Precision.FP32: Variant(Precision.FP32, graph, sha, 0, unchecked, gate=NOT_GATED)},
+        variants=variants,
         source=Source("local", str(directory), None, graph, sha),
         versions={},
         created_at=dt.datetime.fromtimestamp((directory / graph).stat().st_mtime, dt.timezone.utc).isoformat(),

@@ -2,6 +2,11 @@
 
 Every file the manifest names must match its sha256; every variant must load and, on the probe
 texts stored at export, reproduce PyTorch's stored embeddings within the variant's gate.
+
+With `against=CHECKPOINT` (needs the `export` extra) the reference is computed now, by PyTorch from that
+checkpoint, on the same probe texts: that gates a third-party export in the Hugging Face layout, which has no
+manifest and no stored probe (`onnx/model.onnx`, and `onnx/model_quantized.onnx` / `onnx/model_fp16.onnx`
+where present, each against its precision's gate), and rechecks one of ours against its source.
 """
 
 from __future__ import annotations
@@ -13,10 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import JinaOnnxError
+from .errors import JinaOnnxError, require
+from .foreign import foreign_manifest, looks_foreign
 from .gates import GATES
-from .manifest import load_manifest, safe_member, sha256_file
-from .probe import probe_parity
+from .manifest import MANIFEST_FILE, load_manifest, safe_member, sha256_file
+from .probe import PROBE_TEXTS, probe_parity
 
 
 @dataclass(frozen=True)
@@ -28,62 +34,77 @@ class Check:
     detail: str
 
 
-def verify_artifact(directory: str | Path) -> list[Check]:
+def verify_artifact(directory: str | Path, against: str | Path | None = None) -> list[Check]:
     """All checks of an artifact directory; the artifact is sound when every `Check.ok` is true.
 
     Example:
         >>> checks = verify_artifact("~/.cache/jina-onnx/jina-embedding-t-en-v1")  # doctest: +SKIP
         >>> all(c.ok for c in checks)  # doctest: +SKIP
         True
+        >>> checks = verify_artifact("all-MiniLM-L6-v2-onnx", against="all-MiniLM-L6-v2")  # doctest: +SKIP
     """
     from .loader import open_option
     from .loadplan import Option
 
     directory = Path(directory).expanduser()
+    foreign = not (directory / MANIFEST_FILE).is_file() and looks_foreign(directory)
     try:
-        manifest = load_manifest(directory)
+        manifest = foreign_manifest(directory, every_graph=True) if foreign else load_manifest(directory)
     except JinaOnnxError as e:
         return [Check("manifest", False, str(e))]
-    checks = [
-        Check(
-            "manifest",
-            True,
-            f"{manifest.name}, schema {manifest.schema_version}, "
-            f"variants {', '.join(p.value for p in manifest.variants)}",
-        )
-    ]
-    files = [(manifest.tokenizer.file, manifest.tokenizer.sha256)]
-    files += [(v.file, v.sha256) for v in manifest.variants.values()]
-    if manifest.probe is not None:
-        files.append((manifest.probe.file, manifest.probe.sha256))
-    for name, expected in files:
-        checks.append(_checksum(directory, name, expected))
-    if manifest.probe is None:
-        checks.append(Check("probe", False, "the manifest records no probe set; re-export to get one"))
+    variants = ", ".join(p.value for p in manifest.variants)
+    if foreign:
+        how = "gated below against PyTorch" if against else "pass --against CHECKPOINT to gate it against PyTorch"
+        checks = [Check("manifest", against is not None, f"none: a third-party export ({variants}); {how}")]
+    else:
+        checks = [Check("manifest", True, f"{manifest.name}, schema {manifest.schema_version}, variants {variants}")]
+        files = [(manifest.tokenizer.file, manifest.tokenizer.sha256)]
+        files += [(v.file, v.sha256) for v in manifest.variants.values()]
+        if manifest.probe is not None:
+            files.append((manifest.probe.file, manifest.probe.sha256))
+        files += list(manifest.files.items())
+        for name, expected in files:
+            checks.append(_checksum(directory, name, expected))
+    if against is not None:
+        texts = list(PROBE_TEXTS)
+        reference, label = _torch_reference(Path(against).expanduser(), texts), f"torch fp32 ({against})"
+    elif manifest.probe is None:
+        if not foreign:
+            checks.append(Check("probe", False, "the manifest records no probe set; re-export to get one"))
         return checks
-    probe = json.loads(safe_member(directory, manifest.probe.file).read_text(encoding="utf-8"))
-    texts, reference = probe["texts"], np.asarray(probe["embeddings"], dtype=np.float32)
+    else:
+        probe = json.loads(safe_member(directory, manifest.probe.file).read_text(encoding="utf-8"))
+        texts, label = probe["texts"], probe["reference"]
+        reference = np.asarray(probe["embeddings"], dtype=np.float32)
     for precision, variant in manifest.variants.items():
         label = f"{precision.value} probe"
         try:
             model = open_option(
                 directory, manifest, Option("onnxruntime", "cpu", precision.value, precision.value), None
             )
-            measured = probe_parity(
-                functools.partial(model.encode, normalize=False), texts, reference, probe["reference"]
-            )
+            measured = probe_parity(functools.partial(model.encode, normalize=False), texts, reference, label)
         except JinaOnnxError as e:
             checks.append(Check(label, False, str(e)))
             continue
         missed = GATES[precision].failures(measured)
         recorded = variant.parity
+        at_export = not foreign  # a third-party file has no export-time numbers to show beside today's
         detail = (
-            f"max abs diff {measured.max_abs_diff:.2e} (export: {recorded.max_abs_diff:.2e}), "
-            f"min cosine {measured.min_cosine:.6f} (export: {recorded.min_cosine:.6f}), "
-            f"batch invariance {measured.batch_invariance:.6f}"
+            f"max abs diff {measured.max_abs_diff:.2e}"
+            + (f" (export: {recorded.max_abs_diff:.2e})" if at_export else "")
+            + f", min cosine {measured.min_cosine:.6f}"
+            + (f" (export: {recorded.min_cosine:.6f})" if at_export else "")
+            + f", batch invariance {measured.batch_invariance:.6f}"
         )
         checks.append(Check(label, not missed, detail + (f"; FAILS {'; '.join(missed)}" if missed else "")))
     return checks
+
+
+def _torch_reference(checkpoint: Path, texts: list[str]) -> np.ndarray:
+    require("torch", "export")
+    from jina_onnx.export.validate import checkpoint_embeddings
+
+    return checkpoint_embeddings(checkpoint, texts)
 
 
 def _checksum(directory: Path, name: str, expected: str) -> Check:

@@ -44,3 +44,32 @@ def test_a_directory_of_neither_kind_says_what_it_lacks(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(ModelNotFoundError, match="no manifest.json and no onnx/model.onnx"):
         build_model(tmp_path, device="cpu")
+
+
+def test_verify_gates_a_third_party_export_against_pytorch(st_onnx_dir: Path, capsys) -> None:
+    from jina_onnx.cli import main
+    from jina_onnx.export.synthetic import minilm_checkpoint
+
+    assert main(["verify", str(st_onnx_dir)]) == 1  # no manifest: nothing to check it against
+    assert "pass --against CHECKPOINT" in capsys.readouterr().out
+    assert main(["verify", str(st_onnx_dir), "--against", str(minilm_checkpoint())]) == 0
+    out = capsys.readouterr().out
+    assert "ok   fp32 probe: max abs diff" in out and "0 failed" in out
+
+
+def test_verify_against_another_checkpoint_fails(artifact, checkpoint, tmp_path: Path, capsys) -> None:
+    """Our t export without its manifest (a third-party directory of the same layout), against a t checkpoint
+    with other weights: every graph misses its gate."""
+    import shutil
+
+    from jina_onnx.cli import main
+    from jina_onnx.export.synthetic import write_checkpoint
+
+    foreign = shutil.copytree(artifact("t"), tmp_path / "foreign")
+    (foreign / "manifest.json").unlink()
+    assert main(["verify", str(foreign), "--against", str(checkpoint("t"))]) == 0
+    assert "ok   int8 probe" in capsys.readouterr().out  # onnx/model_quantized.onnx is gated too
+    other = write_checkpoint("t", tmp_path / "other-weights", seed=1)
+    assert main(["verify", str(foreign), "--against", str(other)]) == 1
+    out = capsys.readouterr().out
+    assert "FAIL fp32 probe" in out and "FAIL int8 probe" in out and "FAIL fp16 probe" in out
