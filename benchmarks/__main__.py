@@ -3,6 +3,7 @@
     python -m benchmarks run [--models t,s,b] [--device cpu|cuda] [--precisions fp32,int8] [--quick]
     python -m benchmarks publish benchmarks/results/<stem>.json  # that run's tables and plots in docs/performance.md
     python -m benchmarks host [--model minilm] [--cores 1,2]     # the host path alone and a stand-in device
+    python -m benchmarks interop [--models t,s,b,l,minilm]      # the README's compatibility table
 
 `run` writes benchmarks/results/<machine>-<date>[-quick].json, .md and three PNGs (see benchmarks/report.py).
 """
@@ -179,6 +180,27 @@ def host_core_counts() -> list[int]:
     return counts + [available]
 
 
+def command_interop(args: argparse.Namespace) -> int:
+    from . import interop
+    from .common import prepared_artifact, prepared_minilm
+
+    facts = machine_facts()
+    rows = []
+    for model in parse_list(args.models, SIZES, "model"):
+        directory = prepared_minilm() if model == "minilm" else prepared_artifact(model)
+        log(f"interop: {directory.name}")
+        rows.append(interop.measure(directory) | {"size_mb": interop.size_mb(directory)})
+        if args.screenshot and model == "minilm":
+            interop.browser_page(directory, Path(args.screenshot))
+    data = {"machine": facts, "date": facts["date"], "versions": interop.versions(), "rows": rows}
+    stem = f"interop-{facts['date']}"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (RESULTS / f"{stem}.md").write_text(interop.render(rows))
+    print(interop.render(rows))
+    return 0
+
+
 def command_readme(args: argparse.Namespace) -> int:
     json_path = Path(args.results).resolve()
     publish(json_path, PERFORMANCE)
@@ -234,6 +256,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     host_parser.add_argument("--out", default="", help="write results here instead of benchmarks/results/")
     host_parser.set_defaults(handler=command_host)
+    interop_parser = commands.add_parser("interop", help="other runtimes on our export directory: the README table")
+    interop_parser.add_argument("--models", default="t,s,b,l,minilm", help="comma-separated from t,s,b,l,minilm")
+    interop_parser.add_argument("--screenshot", default="", help="save the browser page for MiniLM as this PNG")
+    interop_parser.set_defaults(handler=command_interop)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

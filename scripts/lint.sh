@@ -2,8 +2,8 @@
 # Static checks, run by scripts/test.sh before the tests: ruff (lint and format) and mypy on the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-.venv/bin/ruff check runtime export benchmarks tests scripts
-.venv/bin/ruff format --check runtime export benchmarks tests scripts
+.venv/bin/ruff check runtime export benchmarks tests scripts examples
+.venv/bin/ruff format --check runtime export benchmarks tests scripts examples
 # mypy resolves imports from the file tree, and the package `jina_onnx` is `runtime/` with `export/` inside it
 # (pyproject's package-dir): check it through a tree of links with that shape.
 tree=$(mktemp -d)

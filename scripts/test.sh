@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+bash scripts/setup-js.sh  # transformers.js and headless Chromium for tests/test_interop.py
 bash scripts/lint.sh
 # Servers and Ray clusters in the tests must listen on loopback only, and Ray binds every interface it finds
 # (docs/architecture.md, pitfall 10): the tests run in a network namespace whose only interface is loopback.

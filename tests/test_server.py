@@ -402,7 +402,7 @@ def test_load_models_opens_one_session_per_model(artifact, tmp_path, monkeypatch
     monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
     # A named precision: one session, with its share of the cores, two batches in flight.
     loaded, counts = loading.load_models([directory], device="cpu", precision="int8")
-    assert sessions == [("model.int8.onnx", 1)] and counts == {"jina-embedding-t-en-v1": 2}
+    assert sessions == [("model_quantized.onnx", 1)] and counts == {"jina-embedding-t-en-v1": 2}
     # "auto": each candidate is opened once to measure it, with the threads it would serve with, and the
     # fastest is served as measured (not loaded again); the next start reads the cache and opens one.
     sessions.clear()
@@ -434,7 +434,9 @@ def test_serve_refuses_bad_limits(capsys) -> None:
 
 
 def test_readme_serve_section_names_real_options() -> None:
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    # The README's serve section and the defaults table it links to (docs/architecture.md#server-defaults).
+    root = Path(__file__).resolve().parent.parent
+    readme = (root / "README.md").read_text() + (root / "docs" / "architecture.md").read_text()
     for option in (
         "--max-batch-tokens",
         "--max-batch-wait-ms",
