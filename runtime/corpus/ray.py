@@ -97,8 +97,8 @@ def corpus_variant(directory: Path, manifest: Manifest, precision: str, device: 
 
 
 def artifact_payload(directory: Path, precision: str) -> dict[str, bytes]:
-    """Those files' bytes by name, to ship through the object store."""
-    return {path.name: path.read_bytes() for path in payload_files(directory, precision)}
+    """Those files' bytes by their path in the artifact (graphs live under onnx/), to ship through the object store."""
+    return {path.relative_to(directory).as_posix(): path.read_bytes() for path in payload_files(directory, precision)}
 
 
 class _Embedder:
@@ -133,7 +133,9 @@ class _Embedder:
             self._tmp = tempfile.TemporaryDirectory(prefix="jina-onnx-artifact-")
             directory = Path(self._tmp.name)
             for name, data in files.items():
-                (directory / name).write_bytes(data)
+                target = safe_member(directory, name)  # names from the driver's manifest; never outside
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(data)
         # ONNX Runtime on every worker: an "auto" choice per node could mix engines in one corpus. On a GPU the
         # host workers stay within the CPUs Ray reserved for this actor (all but the one driving the GPU), not
         # the node's: several GPU actors share a node.
