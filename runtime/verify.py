@@ -66,15 +66,18 @@ def verify_artifact(directory: str | Path, against: str | Path | None = None) ->
         for name, expected in files:
             checks.append(_checksum(directory, name, expected))
     if against is not None:
-        texts = list(PROBE_TEXTS)
-        reference, label = _torch_reference(Path(against).expanduser(), texts), f"torch fp32 ({against})"
+        texts, reference_name = list(PROBE_TEXTS), f"torch fp32 ({against})"
+        try:
+            reference = _torch_reference(Path(against).expanduser(), texts)
+        except JinaOnnxError as e:  # not a checkpoint, or the export extra missing: say so as a failed check
+            return [*checks, Check("reference", False, str(e))]
     elif manifest.probe is None:
         if not foreign:
             checks.append(Check("probe", False, "the manifest records no probe set; re-export to get one"))
         return checks
     else:
         probe = json.loads(safe_member(directory, manifest.probe.file).read_text(encoding="utf-8"))
-        texts, label = probe["texts"], probe["reference"]
+        texts, reference_name = probe["texts"], probe["reference"]
         reference = np.asarray(probe["embeddings"], dtype=np.float32)
     for precision, variant in manifest.variants.items():
         label = f"{precision.value} probe"
@@ -82,7 +85,8 @@ def verify_artifact(directory: str | Path, against: str | Path | None = None) ->
             model = open_option(
                 directory, manifest, Option("onnxruntime", "cpu", precision.value, precision.value), None
             )
-            measured = probe_parity(functools.partial(model.encode, normalize=False), texts, reference, label)
+            encode = functools.partial(model.encode, normalize=False)
+            measured = probe_parity(encode, texts, reference, reference_name)
         except JinaOnnxError as e:
             checks.append(Check(label, False, str(e)))
             continue

@@ -73,3 +73,5 @@ def test_verify_against_another_checkpoint_fails(artifact, checkpoint, tmp_path:
     assert main(["verify", str(foreign), "--against", str(other)]) == 1
     out = capsys.readouterr().out
     assert "FAIL fp32 probe" in out and "FAIL int8 probe" in out and "FAIL fp16 probe" in out
+    assert main(["verify", str(foreign), "--against", str(tmp_path / "nowhere")]) == 1  # not a checkpoint
+    assert "FAIL reference" in capsys.readouterr().out
