@@ -233,6 +233,13 @@ def _parser() -> argparse.ArgumentParser:
         default=None,
         help="batches of one model run at once (default: 2 on a CPU with ONNX Runtime, each on half the cores; else 1)",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server processes sharing the port, each with its own model copy and 1/N of the cores (default 1; "
+        "more pays for small models on many cores: docs/performance.md#the-server)",
+    )
     serve.add_argument("--max-inputs-per-request", type=int, default=2048, help="texts per request (2048, as OpenAI)")
     serve.add_argument("--max-request-bytes", type=int, default=8 << 20, help="request body size (8 MiB)")
     serve.add_argument(
@@ -380,6 +387,7 @@ def _serve(args: argparse.Namespace) -> int:
         "max_request_bytes",
         "max_batch_tokens",
         "batches_in_flight",
+        "workers",
     ):
         value = getattr(args, option)
         if value is not None and (
@@ -390,6 +398,10 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError(
             f"--batches-in-flight={args.batches_in_flight} is over 64: each batch in flight takes a "
             "thread; use about the number of CPU cores"
+        )
+    if args.workers > 64:
+        raise InputError(
+            f"--workers={args.workers} is over 64: each worker loads its own model copy; use at most the cores"
         )
     if args.max_batch_wait_ms < 0:
         raise InputError(f"--max-batch-wait-ms={args.max_batch_wait_ms} must be 0 or more")
@@ -414,6 +426,7 @@ def _serve(args: argparse.Namespace) -> int:
         batches_in_flight=args.batches_in_flight,
         optimize_for=args.optimize_for,
         api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None,
+        workers=args.workers,
     )
     return 0
 

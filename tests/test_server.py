@@ -27,7 +27,7 @@ import pytest
 from benchmarks.serve import free_port, stop
 from benchmarks.sts import load_sts
 from jina_onnx import build_model
-from jina_onnx.serve.batcher import Batcher, Overloaded
+from jina_onnx.serve.batcher import Batcher, Overloaded, TooLong
 
 T_NAME, S_NAME = "jina-embedding-t-en-v1", "jina-embedding-s-en-v1"
 
@@ -285,6 +285,54 @@ def test_truncation_through_the_server_equals_encode(served) -> None:
     assert refused.status_code == 413 and "inputs[1] has" in refused.json()["error"]["message"]
 
 
+def test_two_workers_answer_as_encode_and_stop_cleanly(artifact) -> None:
+    model = build_model(artifact("t"), device="cpu", precision="fp32")
+    texts = mixed(48, 3)
+
+    async def burst(url: str) -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=16)) as http:
+            one = [http.post(f"{url}/v1/embeddings", json={"input": text}) for text in texts]
+            many = [
+                http.post(f"{url}/embed", json={"inputs": texts[i : i + 6], "normalize": False})
+                for i in range(0, 48, 6)
+            ]
+            return await asyncio.gather(*one, *many)
+
+    with server("-m", str(artifact("t")), "--precision", "fp32", "--workers", "2") as (url, proc):
+        workers = [
+            p for p in Path("/proc").glob("[0-9]*/stat") if p.read_text().rsplit(")", 1)[1].split()[1] == str(proc.pid)
+        ]
+        assert len(workers) >= 2  # the supervisor's children: two workers (and multiprocessing's tracker)
+        answers = asyncio.run(burst(url))
+        assert {a.status_code for a in answers} == {200}
+        one = np.array([a.json()["data"][0]["embedding"] for a in answers[:48]], dtype=np.float32)
+        many = np.concatenate([np.array(a.json(), dtype=np.float32) for a in answers[48:]])
+        expected = model.encode(texts)
+        np.testing.assert_allclose(one, expected, atol=1e-6)  # whichever worker, alone or batched
+        np.testing.assert_allclose(many, expected, atol=1e-6)
+        taken = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "jina_onnx",
+                "serve",
+                "-m",
+                str(artifact("t")),
+                "--workers",
+                "2",
+                "--port",
+                url.rsplit(":", 1)[1],
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert (
+            taken.returncode == 1 and "cannot listen on 127.0.0.1" in taken.stderr and "Traceback" not in taken.stderr
+        )
+    assert proc.returncode == 0  # SIGTERM: every worker finished, the supervisor exited cleanly
+
+
 def test_sigterm_finishes_requests_in_flight(artifact) -> None:
     texts = mixed(600, 7)
     with server("-m", str(artifact("s")), "--precision", "fp32") as (url, proc):
@@ -305,13 +353,28 @@ def test_sigterm_finishes_requests_in_flight(artifact) -> None:
             httpx.post(f"{url}/embed", json={"inputs": ["after"]}, timeout=2)
 
 
+class FakeTokenizer:
+    """Text "7 7 7" -> ids [7, 7, 7]: each text's first id names it in the batches a SlowModel records."""
+
+    def tokenize(self, texts: list[str], max_length: int | None = None, *, private: bool = False, side: str = "right"):  # type: ignore[no-untyped-def]
+        from jina_onnx.tokenization import TokenizedBatch
+
+        ids = [[int(word) for word in text.split()][:512] for text in texts]
+        return TokenizedBatch(ids=ids, truncated=sum(len(text.split()) > 512 for text in texts))
+
+    def count(self, texts: list[str]) -> np.ndarray:
+        return np.array([len(text.split()) for text in texts])
+
+
 class SlowModel:
     """Stands in for EmbeddingModel: records each batch, takes 50 ms, returns each text's first id."""
 
-    name, dim, default_token_budget, device = "slow", 1, 100, "cpu"
+    name, dim, default_token_budget, device, max_length = "slow", 1, 100, "cpu", 512
 
     def __init__(self) -> None:
+        self.tokenizer = FakeTokenizer()
         self.batches: list[list[list[int]]] = []
+        self.threads: list[str] = []
         self.sub_batches: list[int | None] = []
         self.running = self.most_at_once = 0
         self.lock = threading.Lock()
@@ -321,6 +384,7 @@ class SlowModel:
     ) -> np.ndarray:
         with self.lock:
             self.batches.append(ids)
+            self.threads.append(threading.current_thread().name)
             self.sub_batches.append(batch_size)
             self.running += 1
             self.most_at_once = max(self.most_at_once, self.running)
@@ -330,20 +394,25 @@ class SlowModel:
         return np.array([[seq[0]] for seq in ids], dtype=np.float32)
 
 
+def words(value: int, count: int) -> str:
+    return " ".join([str(value)] * count)
+
+
 def test_batcher_budget_no_starvation_cancellation_and_queue_limit() -> None:
     model = SlowModel()
 
     async def main() -> None:
+        # The budget counts each text as its characters + 2 (an upper bound of its tokens): 11 for "1 1 1 1 1".
         batcher = Batcher(model, max_batch_tokens=100, max_queue=3)  # type: ignore[arg-type]
         batcher.start()
-        first = asyncio.ensure_future(batcher.embed([[1] * 10]))
+        first = asyncio.ensure_future(batcher.embed([words(1, 5)]))
         await asyncio.sleep(0.01)  # running now; the next ones queue
-        huge = asyncio.ensure_future(batcher.embed([[2] * 300]))  # alone over the budget: still runs
-        gone = asyncio.ensure_future(batcher.embed([[3] * 10]))
-        small = asyncio.ensure_future(batcher.embed([[4] * 10, [5] * 10]))
+        huge = asyncio.ensure_future(batcher.embed([words(2, 150)]))  # alone over the budget: still runs
+        gone = asyncio.ensure_future(batcher.embed([words(3, 3)]))
+        small = asyncio.ensure_future(batcher.embed([words(4, 3), words(5, 3)]))
         await asyncio.sleep(0.01)
         with pytest.raises(Overloaded):
-            await batcher.embed([[6]])
+            await batcher.embed(["6"])
         gone.cancel()  # the client went away while queued
         assert (await first).tolist() == [[1.0]]
         assert (await huge).tolist() == [[2.0]]
@@ -352,7 +421,7 @@ def test_batcher_budget_no_starvation_cancellation_and_queue_limit() -> None:
 
     asyncio.run(asyncio.wait_for(main(), timeout=30))
     firsts = [[seq[0] for seq in batch] for batch in model.batches]
-    assert firsts == [[1], [2], [4, 5]]  # 300 tokens ran alone, the cancelled request never ran
+    assert firsts == [[1], [2], [4, 5]]  # 150 tokens ran alone, the cancelled request never ran
     assert model.most_at_once == 1 and set(model.sub_batches) == {8}  # CPU: length-sorted calls of 8 texts
 
 
@@ -360,9 +429,10 @@ def test_batcher_runs_batches_in_flight_at_once_and_each_request_gets_its_rows()
     model = SlowModel()
 
     async def main() -> list[np.ndarray]:
-        batcher = Batcher(model, max_batch_tokens=20, in_flight=2)  # type: ignore[arg-type]
+        # Each request: 11 + 21 = 32 by the bound, so a budget of 32 makes one batch of each request.
+        batcher = Batcher(model, max_batch_tokens=32, in_flight=2)  # type: ignore[arg-type]
         batcher.start()
-        jobs = [asyncio.ensure_future(batcher.embed([[i] * 10, [100 + i] * 10])) for i in range(6)]
+        jobs = [asyncio.ensure_future(batcher.embed([words(i, 5), words(100 + i, 5)])) for i in range(6)]
         done = await asyncio.gather(*jobs)
         await batcher.stop()
         return done
@@ -375,14 +445,42 @@ def test_batcher_runs_batches_in_flight_at_once_and_each_request_gets_its_rows()
     async def lone() -> np.ndarray:  # one request of 20 texts with both slots free: two parts at once
         batcher = Batcher(model, max_batch_tokens=1000, in_flight=2)  # type: ignore[arg-type]
         batcher.start()
-        out = await batcher.embed([[i] for i in range(20)])
+        out = await batcher.embed([str(i) for i in range(20)])
         await batcher.stop()
         return out
 
     assert asyncio.run(asyncio.wait_for(lone(), timeout=30)).ravel().tolist() == list(range(20))
-    assert sorted(len(b) for b in model.batches) == [10, 10]
+    assert sorted(len(b) for b in model.batches) == [10, 10] and model.most_at_once == 2
     with pytest.raises(ValueError, match="in_flight"):
         Batcher(model, max_batch_tokens=20, in_flight=0)  # type: ignore[arg-type]
+
+
+def test_batcher_runs_a_lone_request_inline_on_its_own_model_and_drops_gone_clients() -> None:
+    model, lone_model = SlowModel(), SlowModel()
+    alone = [True]
+
+    async def main() -> None:
+        batcher = Batcher(model, max_batch_tokens=100, alone=lambda: alone[0], lone_model=lone_model)  # type: ignore[arg-type]
+        batcher.start()
+        assert (await batcher.embed(["7 7"])).tolist() == [[7.0]]  # alone and short: the lone model, inline
+        alone[0] = False
+        busy = asyncio.ensure_future(batcher.embed(["8"]))  # under load: the batch model, on its thread
+        await asyncio.sleep(0.01)
+        left = batcher.submit(["9"], gone=lambda: True)  # its client disconnected while it queued
+        assert (await busy).tolist() == [[8.0]]
+        with pytest.raises(asyncio.CancelledError):
+            await left
+        refused = batcher.submit([words(1, 600)], truncation="refuse")
+        with pytest.raises(TooLong) as error:
+            await refused
+        assert (error.value.index, error.value.tokens, error.value.limit) == (0, 600, 512)
+        await batcher.stop()
+
+    asyncio.run(asyncio.wait_for(main(), timeout=30))
+    assert [[seq[0] for seq in batch] for batch in lone_model.batches] == [[7]]
+    assert lone_model.threads == [threading.main_thread().name]  # on the event loop: no thread hand-off
+    assert [[seq[0] for seq in batch] for batch in model.batches] == [[8]]  # the gone and the refused never ran
+    assert model.threads[0].startswith("jina-onnx-infer")
 
 
 def test_load_models_opens_one_session_per_model(artifact, tmp_path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -400,17 +498,24 @@ def test_load_models_opens_one_session_per_model(artifact, tmp_path, monkeypatch
     monkeypatch.setattr(ort_engine, "create_session", counting)
     monkeypatch.setattr(loading, "physical_cores", lambda: 2)
     monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
-    # A named precision: one session, with its share of the cores, two batches in flight.
-    loaded, counts = loading.load_models([directory], device="cpu", precision="int8")
-    assert sessions == [("model_quantized.onnx", 1)] and counts == {"jina-embedding-t-en-v1": 2}
+    # A named precision: one session with its share of the cores, two batches in flight, and one on every core
+    # for a request that has the server to itself.
+    loaded, counts, lone = loading.load_models([directory], device="cpu", precision="int8")
+    assert sessions == [("model_quantized.onnx", 1), ("model_quantized.onnx", 2)]
+    assert (
+        counts == {"jina-embedding-t-en-v1": 2}
+        and lone["jina-embedding-t-en-v1"].onnx_path.name == "model_quantized.onnx"
+    )
     # "auto": each candidate is opened once to measure it, with the threads it would serve with, and the
-    # fastest is served as measured (not loaded again); the next start reads the cache and opens one.
+    # fastest is served as measured (not loaded again); the next start reads the cache and opens one (+ lone).
     sessions.clear()
-    loaded, _ = loading.load_models([directory], device="cpu")
-    assert len(sessions) == len(set(sessions)) >= 2 and {threads for _, threads in sessions} == {1}
+    loaded, _, _ = loading.load_models([directory], device="cpu")
+    measured = sessions[:-1]
+    assert len(measured) == len(set(measured)) >= 2 and {threads for _, threads in measured} == {1}
     sessions.clear()
-    again, _ = loading.load_models([directory], device="cpu")
-    assert sessions == [(loaded["jina-embedding-t-en-v1"].onnx_path.name, 1)]
+    again, _, _ = loading.load_models([directory], device="cpu")
+    name = loaded["jina-embedding-t-en-v1"].onnx_path.name
+    assert sessions == [(name, 1), (name, 2)]
 
 
 def test_serve_help_loads_no_server_stack() -> None:

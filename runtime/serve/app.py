@@ -20,42 +20,24 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import functools
+import dataclasses
+import gc
 import logging
 import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-import numpy as np
-
 from .. import __version__
 from ..errors import InputError, require
 from ..model import EmbeddingModel
-from .batcher import Batcher, Overloaded
-from .loading import load_models
-from .requests import (
-    ApiError,
-    Limits,
-    check_dimensions,
-    check_fields,
-    check_key,
-    error_type,
-    json_type,
-    output_precision,
-    parse_body,
-    truncation,
-)
+from .batcher import Batcher
+from .hotpath import EmbeddingRoutes
+from .requests import ApiError, Limits, check_fields, check_key, error_body, json_type, parse_body
 from .requests import texts as texts_of
 
 log = logging.getLogger("jina_onnx")
-INLINE_TOKENIZE_CHARS = 16_384  # requests up to this many characters are tokenized on the event loop
-
-
-class _ClientGone(Exception):
-    pass
 
 
 class Metrics:
@@ -102,9 +84,11 @@ def create_app(
     limits: Limits = Limits(),
     api_key: str | None = None,
     in_flight: dict[str, int] | None = None,
+    lone: dict[str, EmbeddingModel] | None = None,
 ) -> Any:
     """The ASGI app serving `models` (name -> loaded model); batchers start with the app's lifespan.
-    `in_flight` gives a model's batches that may run at once (default 1; see `Batcher`).
+    `in_flight` gives a model's batches that may run at once (default 1; see `Batcher`), `lone` a model's
+    session for a request that has the server to itself (`load_models`; default: the same model).
 
     Example:
         >>> app = create_app({"jina-embedding-t-en-v1": build_model("jina-embedding-t-en-v1")})  # doctest: +SKIP
@@ -115,13 +99,6 @@ def create_app(
     from starlette.requests import Request
     from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
-
-    orjson = require("orjson", "serve")
-
-    def vectors_response(content: Any) -> Response:
-        # orjson writes numpy float32 rows directly, 15x faster than floats through json.dumps (2.2 ms for a
-        # 16 x 312 response), and each value reads back as the same float32.
-        return Response(orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY), media_type="application/json")
 
     if not models:
         raise InputError("no model to serve: pass at least one -m MODEL")
@@ -141,15 +118,30 @@ def create_app(
             max_queue=limits.max_queue,
             on_batch=on_batch,
             in_flight=(in_flight or {}).get(name, 1),
+            alone=lambda: hot.active <= 1,
+            lone_model=(lone or {}).get(name),
         )
         metrics.queue_depth.labels(name).set_function(lambda: batcher.depth)
         return batcher
+
+    def observe(route: str, status: int, seconds: float) -> None:
+        metrics.requests.labels(route, str(status)).inc()
+        metrics.latency.labels(route).observe(seconds)
+
+    hot = EmbeddingRoutes(models, batchers, limits, api_key, observe)
+
+    async def unreachable(request: Request) -> Response:
+        raise RuntimeError(f"{request.url.path}: POST is answered by the hot path")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         for name, model in models.items():
             batchers[name] = batcher_for(name, model)
             batchers[name].start()
+        # The models, tokenizers and libraries loaded so far live as long as the server: moved out of the
+        # collector's sight, the garbage collections that per-request objects trigger stop walking them.
+        gc.collect()
+        gc.freeze()
         state["ready"] = True
         log.info("jina-onnx: serving %s", ", ".join(models))
         yield
@@ -165,13 +157,7 @@ def create_app(
                     check_key(request.headers.get("authorization", ""), api_key)
                 response = await handler(request)
             except ApiError as error:
-                response = JSONResponse(
-                    {"error": {"message": str(error), "type": error_type(error.status), "code": error.status}},
-                    status_code=error.status,
-                    headers=error.headers,
-                )
-            except _ClientGone:
-                response = Response(status_code=499)  # nginx's "client closed request"; nobody reads it
+                response = JSONResponse(error_body(error), status_code=error.status, headers=error.headers)
             except Exception as error:  # a bug: log it for the operator, give the client one line, no trace
                 log.exception("jina-onnx: %s failed", name)
                 response = JSONResponse(
@@ -184,113 +170,10 @@ def create_app(
                     },
                     status_code=500,
                 )
-            metrics.requests.labels(name, str(response.status_code)).inc()
-            metrics.latency.labels(name).observe(time.perf_counter() - start)
+            observe(name, response.status_code, time.perf_counter() - start)
             return response
 
         return wrapped
-
-    def resolve(name: Any) -> str:
-        if name is None:
-            if len(models) > 1:
-                raise ApiError(400, f"'model' is required: this server has {', '.join(models)}")
-            return next(iter(models))
-        if not isinstance(name, str):
-            raise ApiError(400, f"'model' must be a string, got {json_type(name)}")
-        if name not in models:
-            raise ApiError(404, f"model {name!r} is not served here; served: {', '.join(models)}")
-        return name
-
-    async def embed(request: Request, body: dict[str, Any], field: str, name: str) -> tuple[np.ndarray, int]:
-        texts = texts_of(body.get(field), field)
-        if len(texts) > limits.max_inputs_per_request:
-            raise ApiError(
-                413,
-                f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request "
-                "(--max-inputs-per-request); split the request",
-            )
-        how = truncation(body)
-        model = models[name]
-        tokenize = functools.partial(model.tokenizer.tokenize, side="left" if how == "left" else "right")
-        if sum(map(len, texts)) <= INLINE_TOKENIZE_CHARS:
-            tokens = tokenize(texts)  # microseconds: cheaper than a hop to a thread and back
-        else:  # the Rust tokenizer releases the GIL: big requests don't hold up the event loop
-            tokens = await asyncio.get_running_loop().run_in_executor(None, tokenize, texts)
-        if tokens.truncated and how == "refuse":
-            lengths = model.tokenizer.count(texts)
-            index = int(np.flatnonzero(lengths > model.max_length)[0])
-            raise ApiError(
-                413,
-                f"{field}[{index}] has {int(lengths[index])} tokens, over the model's limit of {model.max_length} "
-                f"({tokens.truncated} of {len(texts)} inputs are over it); shorten them or send truncate=true",
-            )
-        try:
-            vectors = await _unless_disconnected(request, batchers[name].embed(tokens.ids))
-        except Overloaded as error:
-            raise ApiError(429, f"server busy: {error}; retry later", {"Retry-After": "1"}) from None
-        return vectors, int(tokens.lengths.sum())
-
-    async def openai_embeddings(request: Request) -> Response:
-        body = await _json_body(request, limits.max_request_bytes)
-        check_fields(
-            body,
-            {
-                "input",
-                "model",
-                "encoding_format",
-                "dimensions",
-                "user",
-                "truncate",
-                "truncation",
-                "output_precision",
-            },
-        )
-        encoding = body.get("encoding_format", "float")
-        if encoding not in ("float", "base64"):
-            raise ApiError(400, f"encoding_format {encoding!r} is not supported: use 'float' or 'base64'")
-        name = resolve(body.get("model"))
-        check_dimensions(body.get("dimensions"), name, models[name].dim)
-        precision = output_precision(body)
-        vectors, tokens = await embed(request, body, "input", name)
-        vectors = models[name].postprocess(vectors, None, precision)
-        little = vectors.dtype.newbyteorder("<")  # base64: the values' bytes, little-endian, as OpenAI's float32
-        data = [
-            {
-                "object": "embedding",
-                "index": i,
-                "embedding": base64.b64encode(v.astype(little).tobytes()).decode("ascii")
-                if encoding == "base64"
-                else v,
-            }
-            for i, v in enumerate(vectors)
-        ]
-        return vectors_response(
-            {"object": "list", "data": data, "model": name, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
-        )
-
-    async def tei_embed(request: Request) -> Response:
-        body = await _json_body(request, limits.max_request_bytes)
-        check_fields(
-            body,
-            {
-                "inputs",
-                "normalize",
-                "truncate",
-                "model",
-                "truncation_direction",
-                "prompt_name",
-                "output_precision",
-            },
-        )
-        if body.get("prompt_name") is not None:
-            raise ApiError(400, "prompt_name is not supported: these models take no prompts")
-        normalize = body.get("normalize", True)  # TEI's default
-        if not isinstance(normalize, bool):
-            raise ApiError(400, f"'normalize' must be true or false, got {json_type(normalize)}")
-        precision = output_precision(body)
-        name = resolve(body.get("model"))
-        vectors, _ = await embed(request, body, "inputs", name)
-        return vectors_response(models[name].postprocess(vectors, normalize, precision))
 
     async def tei_tokenize(request: Request) -> Response:
         body = await _json_body(request, limits.max_request_bytes)
@@ -301,7 +184,7 @@ def create_app(
         special = body.get("add_special_tokens", True)
         if not isinstance(special, bool):
             raise ApiError(400, f"'add_special_tokens' must be true or false, got {json_type(special)}")
-        model = models[resolve(body.get("model"))]
+        model = models[hot.resolve(body.get("model"))]
         described = await asyncio.get_running_loop().run_in_executor(None, model.tokenizer.describe, texts, special)
         return JSONResponse(described)
 
@@ -354,16 +237,26 @@ def create_app(
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     routes = [
-        Route("/v1/embeddings", endpoint("/v1/embeddings", openai_embeddings), methods=["POST"]),
-        Route("/embed", endpoint("/embed", tei_embed), methods=["POST"]),
-        Route("/", endpoint("/", tei_embed), methods=["POST"]),  # TEI's root route (huggingface_hub posts here)
+        # POST on these three never reaches Starlette (see `asgi` below); other methods get its 405.
+        *(Route(path, endpoint(path, unreachable), methods=["POST"]) for path in hot.handlers),
         Route("/tokenize", endpoint("/tokenize", tei_tokenize), methods=["POST"]),
         Route("/info", endpoint("/info", tei_info), methods=["GET"]),
         Route("/v1/models", endpoint("/v1/models", list_models), methods=["GET"]),
         Route("/health", endpoint("/health", health, public=True), methods=["GET"]),
         Route("/metrics", endpoint("/metrics", prometheus, public=True), methods=["GET"]),
     ]
-    return Starlette(routes=routes, lifespan=lifespan)
+    starlette = Starlette(routes=routes, lifespan=lifespan)
+
+    async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        # The embedding routes' POSTs go straight to their handlers: see hotpath.py for why.
+        if scope["type"] == "http" and scope["method"] == "POST":
+            handler = hot.handlers.get(scope["path"])
+            if handler is not None:
+                return await handler(scope, receive, send)
+        await starlette(scope, receive, send)
+
+    asgi.state = starlette.state  # type: ignore[attr-defined]  # for tests that look at the app
+    return asgi
 
 
 async def _json_body(request: Any, limit: int) -> dict[str, Any]:
@@ -379,25 +272,6 @@ async def _json_body(request: Any, limit: int) -> dict[str, Any]:
     return parse_body(bytes(body))
 
 
-async def _unless_disconnected(request: Any, work: Awaitable[Any]) -> Any:
-    """Await `work`, cancelling it (so it leaves the batch queue) if the client disconnects first."""
-    task = asyncio.ensure_future(work)
-
-    async def disconnected() -> None:
-        while (await request.receive())["type"] != "http.disconnect":
-            pass
-
-    watcher = asyncio.ensure_future(disconnected())
-    try:
-        done, _ = await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watcher.cancel()
-    if task in done:
-        return task.result()
-    task.cancel()
-    raise _ClientGone()
-
-
 def serve(
     models: list[str],
     *,
@@ -411,14 +285,19 @@ def serve(
     backend: str = "auto",
     batches_in_flight: int | None = None,
     optimize_for: str = "latency",
+    workers: int = 1,
 ) -> None:
     """Load and warm every model, then serve until SIGTERM/SIGINT (in-flight requests finish first).
 
     `batches_in_flight`: batches of one model that run at once; default 2 for ONNX Runtime on a CPU with 2 or
     more cores (each session thread count is then cores // 2 unless `threads` says otherwise), else 1.
+    `workers`: server processes on the same socket, each with its own copy of the models and 1/N of the cores
+    (see `workers.py`).
     """
+    from .workers import WorkerConfig
+
     uvicorn = require("uvicorn", "serve")
-    loaded, flights = load_models(
+    config = WorkerConfig(
         models,
         device=device,
         precision=precision,
@@ -426,24 +305,39 @@ def serve(
         backend=backend,
         batches_in_flight=batches_in_flight,
         optimize_for=optimize_for,
+        limits=limits,
+        api_key=api_key,
     )
-    app = create_app(loaded, limits, api_key, flights)
+    options: dict[str, Any] = {
+        "log_level": "warning",
+        "timeout_graceful_shutdown": 30,
+        "limit_concurrency": None,
+        "access_log": False,
+        "proxy_headers": False,  # nothing here reads the client's address: one ASGI layer less per request
+    }
+    if workers > 1:
+        from ..machine import physical_cores
+        from .workers import run_workers
+
+        warn_if_public(host, api_key)
+        run_workers(
+            dataclasses.replace(config, cores=max(1, physical_cores() // workers)), workers, host, port, options
+        )
+        return
+    loaded, flights, lone = config.load()
+    app = create_app(loaded, limits, api_key, flights, lone)
+    warn_if_public(host, api_key)
+    # uvicorn handles SIGTERM/SIGINT while serving (stop accepting, finish requests in flight), then restores
+    # the previous handler and raises the signal again. With Python's default handler that ends the process
+    # with -15 after a clean shutdown; this one lets `serve` return, so the exit status is 0.
+    signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    uvicorn.run(app, host=host, port=port, **options)
+
+
+def warn_if_public(host: str, api_key: str | None) -> None:
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning(
             "jina-onnx: listening on %s: reachable from other machines%s",
             host,
             "" if api_key else " with no API key (--api-key or JINA_ONNX_API_KEY)",
         )
-    # uvicorn handles SIGTERM/SIGINT while serving (stop accepting, finish requests in flight), then restores
-    # the previous handler and raises the signal again. With Python's default handler that ends the process
-    # with -15 after a clean shutdown; this one lets `serve` return, so the exit status is 0.
-    signal.signal(signal.SIGTERM, lambda signum, frame: None)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level="warning",
-        timeout_graceful_shutdown=30,
-        limit_concurrency=None,
-        access_log=False,
-    )

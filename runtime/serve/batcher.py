@@ -1,10 +1,15 @@
 """Dynamic batching: texts from concurrent requests share ONNX Runtime calls, bounded by a token budget.
 
-One `Batcher` per served model. Requests queue their (already tokenized) texts; a single asyncio task
-takes queued requests in arrival order until the next one would pass `max_batch_tokens`, runs them as
-one `embed_token_ids` call in an inference thread (off the event loop), and hands every request exactly
-its own rows. While a batch runs, new requests queue up and form the next one, so under load batches
-grow by themselves; `max_batch_wait_ms` can also hold an idle device back to let a batch fill.
+One `Batcher` per served model. A request queues its raw texts (with how to truncate them and what to make
+of its rows); a single asyncio task takes queued requests in arrival order until the next one could pass
+`max_batch_tokens`, and hands the batch to an inference thread. Everything per text happens there, once per
+batch, off the event loop: tokenizing (one Rust call for the whole batch), embedding, and each request's
+`finish` (the server serializes its response there), so the event loop only accepts, queues and answers.
+Tokenizing one request at a time on the event loop cost 21% of its time at one text per request (t int8,
+concurrency 64, py-spy), mostly waiting for the GIL back from the Rust call; a batch pays that once.
+
+While a batch runs, new requests queue up and form the next one, so under load batches grow by themselves;
+`max_batch_wait_ms` can also hold an idle device back to let a batch fill.
 
 Up to `in_flight` batches run at once, each in its own thread on the same session (ONNX Runtime and our
 OpenVINO session are safe to call from several threads). On a CPU that the event loop shares, two
@@ -13,13 +18,15 @@ its slowest thread, and a thread the event loop has preempted stalls the whole r
 concurrency 64: 1,545 vs 1,235 texts/s). A batch of many texts that finds several threads free runs in
 that many parts at once, so a lone large request still gets every core.
 
-No request can starve: the first queued request is always taken, even when it alone is over the budget
-(the runtime then cuts it into budget-sized calls, and a single text longer than the budget runs alone).
+The budget: a text of n characters has at most n + 2 tokens with these tokenizers' special tokens (a token
+covers at least one character), capped at the model's maximum, so batches are formed on that bound without
+tokenizing on the event loop; the ONNX calls inside a batch hold the exact budget (`embed_token_ids`).
+No request can starve: the first queued request is always taken, even when it alone is over the budget.
 
 Example:
     >>> batcher = Batcher(model, max_batch_tokens=8192)  # doctest: +SKIP
     >>> batcher.start()  # inside a running event loop  # doctest: +SKIP
-    >>> vectors = await batcher.embed(model.tokenizer.tokenize(["a text"]).ids)  # doctest: +SKIP
+    >>> vectors = await batcher.embed(["a text"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -28,8 +35,9 @@ import asyncio
 import collections
 import functools
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -37,18 +45,36 @@ from ..model import EmbeddingModel
 from ..similarity import FloatArray
 
 CPU_SUB_BATCH = 8  # texts per ONNX call within a batch on a CPU; see Batcher.__init__
+INLINE_TOKENS = 256  # a lone request this short (by the bound below) runs on the event loop: see Batcher._run
+SPECIAL_TOKENS = 2  # [CLS] ... [SEP] (BERT) or ... </s> (T5): the most a text gets beyond its characters
+
+# What a request makes of its rows, in the inference thread: (rows (n, dim) float32, tokens embedded) -> result.
+Finish = Callable[[FloatArray, int], Any]
 
 
 class Overloaded(Exception):
     """The queue is full: the caller should answer 429 and have the client retry later."""
 
 
+class TooLong(Exception):
+    """A request that refuses truncation has an input over the model's limit."""
+
+    def __init__(self, index: int, tokens: int, limit: int, over: int, count: int) -> None:
+        super().__init__(f"input {index} has {tokens} tokens, over the limit of {limit}")
+        self.index, self.tokens, self.limit, self.over, self.count = index, tokens, limit, over, count
+
+
 @dataclass(eq=False)
 class _Job:
-    ids: list[list[int]]
-    tokens: int
-    future: asyncio.Future[FloatArray]
+    texts: list[str]
+    side: str  # where a long text is cut: "right" or "left"
+    refuse: bool  # a text over the limit fails the request instead
+    finish: Finish | None
+    estimate: int  # an upper bound of its tokens (see the module docstring)
+    future: asyncio.Future[Any]
+    gone: Callable[[], bool]  # whether its client disconnected
     cancelled: bool = field(default=False)
+    span: tuple[int, int, int] | None = None  # set in the inference thread: its rows in the batch, its tokens
 
 
 class Batcher:
@@ -56,11 +82,13 @@ class Batcher:
 
     Args:
         model: the loaded model.
-        max_batch_tokens: at most this many (unpadded) tokens per batch, except a lone request over it.
+        max_batch_tokens: at most this many tokens per batch (by the bound above), except a lone request over it.
         max_batch_wait_ms: how long an idle device waits for a batch to fill (0: run at once).
         max_queue: requests allowed to wait; one more raises `Overloaded`.
         on_batch: called with (texts, tokens) of every batch run, for metrics.
         in_flight: batches allowed to run at once (give the model's session threads // in_flight each).
+        alone: whether the server has no request in progress but the one queued (see `_run`); None: never.
+        lone_model: the same variant on every core, for such a request (default: `model`).
     """
 
     def __init__(
@@ -72,6 +100,8 @@ class Batcher:
         max_queue: int = 256,
         on_batch: Callable[[int, int], None] | None = None,
         in_flight: int = 1,
+        alone: Callable[[], bool] | None = None,
+        lone_model: EmbeddingModel | None = None,
     ) -> None:
         if in_flight < 1:
             raise ValueError(f"in_flight={in_flight!r} must be at least 1")
@@ -82,20 +112,22 @@ class Batcher:
         self.on_batch = on_batch
         self._jobs: collections.deque[_Job] = collections.deque()
         self.in_flight = in_flight
+        self._alone = alone
+        self._lone_model = lone_model or model
         # Texts from different requests arrive in no length order, so one ONNX call over a whole batch pads
         # every text to the longest: on STS sentences that ran t at 0.70x of globally sorted `encode`. On a
         # CPU the batch is sorted by length and run in calls of 8 (0.95x; 16: 0.90x); a GPU wants one call.
         self.sub_batch = CPU_SUB_BATCH if model.device == "cpu" else None
         self._executor = ThreadPoolExecutor(in_flight, thread_name_prefix=f"jina-onnx-infer-{model.name}")
-        self._running: set[asyncio.Task[None]] = set()
+        self._running: set[asyncio.Future[Any]] = set()
         self._busy = 0  # inference threads taken by running batches
         self._wake: asyncio.Event | None = None
         self._task: asyncio.Task[None] | None = None
 
     @property
     def depth(self) -> int:
-        """Requests waiting for a batch (not counting the one running)."""
-        return sum(1 for job in self._jobs if not job.cancelled)
+        """Requests waiting for a batch (not counting the one running; cancelled ones until a batch is formed)."""
+        return len(self._jobs)
 
     def start(self) -> None:
         """Start the batching task on the running event loop."""
@@ -117,24 +149,39 @@ class Batcher:
                 job.future.set_exception(RuntimeError("the server is shutting down"))
         self._executor.shutdown(wait=True)
 
-    async def embed(self, ids: list[list[int]]) -> FloatArray:
-        """Queue one request's token ids; returns its (len(ids), dim) embeddings, in order.
+    def submit(
+        self,
+        texts: list[str],
+        *,
+        truncation: str = "right",
+        finish: Finish | None = None,
+        gone: Callable[[], bool] = lambda: False,
+    ) -> asyncio.Future[Any]:
+        """Queue one request's texts; the future gives `finish(rows, tokens)` (default: the rows, float32
+        (len(texts), dim), not normalized, in order), or raises `TooLong` (truncation="refuse").
 
-        Raises Overloaded when `max_queue` requests are already waiting. Cancelling the awaiting task
-        (the client went away) drops the request from the queue.
+        Raises Overloaded when `max_queue` requests are already waiting. Cancelling the future (the client went
+        away) drops the request from the queue; if its batch is running, its result is dropped. `gone()` true
+        when a batch is formed does the same (the future is cancelled then).
         """
         if self._wake is None:
             raise RuntimeError("Batcher.start() was not called")
         if self.depth >= self.max_queue:
             raise Overloaded(f"{self.depth} requests are waiting (--max-queue {self.max_queue})")
-        job = _Job(ids, sum(map(len, ids)), asyncio.get_running_loop().create_future())
+        limit = self.model.max_length
+        estimate = sum(min(len(text) + SPECIAL_TOKENS, limit) for text in texts)
+        future = asyncio.get_running_loop().create_future()
+        job = _Job(
+            texts, "left" if truncation == "left" else "right", truncation == "refuse", finish, estimate, future, gone
+        )
+        future.add_done_callback(functools.partial(_mark_cancelled, job))
         self._jobs.append(job)
         self._wake.set()
-        try:
-            return await job.future
-        except asyncio.CancelledError:
-            job.cancelled = True  # skipped when the next batch is formed; if it is running, its rows are dropped
-            raise
+        return future
+
+    async def embed(self, texts: list[str], *, truncation: str = "right", finish: Finish | None = None) -> Any:
+        """`submit`, awaited. Cancelling the awaiting task (the client went away) drops the request."""
+        return await self.submit(texts, truncation=truncation, finish=finish)
 
     async def _run(self) -> None:
         assert self._wake is not None  # set by start()
@@ -147,52 +194,111 @@ class Batcher:
                 continue
             await self._let_batch_fill(loop)
             batch = self._take()
+            if (
+                len(batch) == 1
+                and not self._busy
+                and batch[0].estimate <= INLINE_TOKENS
+                and self._alone is not None
+                and self._alone()
+            ):
+                # The server's only request, and a short one: run it here, on the event loop. Handing it to an
+                # inference thread and back costs two thread wake-ups, most of a one-text request's latency over a
+                # bare `encode` (t int8, concurrency 1: p50 1.30 ms vs 0.58 ms). This task runs after every
+                # request already read has been queued, so `alone` sees them; under load (deciding at `submit`,
+                # before the others were queued) it held the event loop between batches: 0.72x -> 0.45x.
+                self._settle(batch, self._process(batch, 1, self._lone_model))
+                continue
             if batch:
-                texts = sum(len(job.ids) for job in batch)
+                texts = sum(len(job.texts) for job in batch)
                 # A batch of several calls' worth with no other batch to share the CPU with runs in parts,
                 # one per free slot: one request of many texts gets every core, not one thread.
                 parts = min(self.in_flight - self._busy, -(-texts // self.sub_batch)) if self.sub_batch else 1
                 self._busy += parts
-                task = loop.create_task(self._run_batch(loop, batch, parts))
-                self._running.add(task)
-                task.add_done_callback(functools.partial(self._batch_done, parts=parts))
+                running = asyncio.wrap_future(self._executor.submit(self._process, batch, parts), loop=loop)
+                self._running.add(running)
+                running.add_done_callback(functools.partial(self._batch_done, batch=batch, parts=parts))
 
-    def _batch_done(self, task: asyncio.Task[None], parts: int) -> None:
-        self._running.discard(task)
+    def _batch_done(self, running: asyncio.Future[Any], batch: list[_Job], parts: int) -> None:
+        self._running.discard(running)
         self._busy -= parts
         self._wake.set()  # type: ignore[union-attr]  # a free slot: form the next batch
+        error = running.exception()
+        self._settle(batch, running.result() if error is None else [(None, error)] * len(batch))
 
-    async def _run_batch(self, loop: asyncio.AbstractEventLoop, batch: list[_Job], parts: int) -> None:
-        ids = [seq for job in batch for seq in job.ids]
-        bounds = np.linspace(0, len(ids), parts + 1).astype(int)
-        calls = [
-            functools.partial(
-                self.model.embed_token_ids, ids[a:b], token_budget=self.max_batch_tokens, batch_size=self.sub_batch
-            )
-            for a, b in zip(bounds[:-1], bounds[1:])
-        ]
-        try:
-            outs = await asyncio.gather(*(loop.run_in_executor(self._executor, call) for call in calls))
-        except Exception as error:  # handed to every request of the batch; the batcher goes on
-            for job in batch:
-                if not job.future.done():
-                    job.future.set_exception(error)
-            return
-        out = outs[0] if parts == 1 else np.concatenate(outs)
+    @staticmethod
+    def _settle(batch: list[_Job], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        for job, (result, failure) in zip(batch, outcomes):
+            if job.future.done():  # cancelled meanwhile: nobody waits for it
+                continue
+            if failure is None:
+                job.future.set_result(result)
+            else:
+                job.future.set_exception(failure)
+
+    def _process(
+        self, batch: list[_Job], parts: int, model: EmbeddingModel | None = None
+    ) -> list[tuple[Any, BaseException | None]]:
+        """In an inference thread: tokenize, embed and finish every job of `batch`; (result, error) per job."""
+        model = model or self.model
+        ids: list[list[int]] = []
+        outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(batch)
+        for side in ("right", "left"):
+            members = [i for i, job in enumerate(batch) if job.side == side and not job.cancelled]
+            if not members:
+                continue
+            texts = [text for i in members for text in batch[i].texts]
+            tokens = model.tokenizer.tokenize(texts, private=side == "right", side=side)
+            start = 0
+            for i in members:
+                job = batch[i]
+                job_ids = tokens.ids[start : start + len(job.texts)]
+                start += len(job.texts)
+                if job.refuse and any(len(seq) >= model.max_length for seq in job_ids):
+                    counts = model.tokenizer.count(job.texts)
+                    over = np.flatnonzero(counts > model.max_length)
+                    if len(over):
+                        index = int(over[0])
+                        outcomes[i] = (
+                            None,
+                            TooLong(index, int(counts[index]), model.max_length, len(over), len(counts)),
+                        )
+                        continue
+                job.span = (len(ids), len(ids) + len(job_ids), sum(map(len, job_ids)))
+                ids += job_ids
+        if not ids:  # every request of the batch was refused or has gone
+            return outcomes
+        out = self._embed(model, ids, parts)
         if self.on_batch is not None:
-            self.on_batch(len(ids), sum(job.tokens for job in batch))
-        start = 0
-        for job in batch:
-            rows = out[start : start + len(job.ids)]  # (n_job, dim): exactly this request's rows
-            start += len(job.ids)
-            if not job.future.done():
-                job.future.set_result(np.ascontiguousarray(rows))
+            self.on_batch(len(ids), sum(job.span[2] for job in batch if job.span is not None))
+        for i, job in enumerate(batch):
+            if job.span is None:
+                continue
+            start, end, count = job.span
+            rows = out[start:end]  # (n_job, dim): exactly this request's rows
+            try:
+                outcomes[i] = (job.finish(rows, count) if job.finish else np.array(rows), None)
+            except Exception as error:  # handed to this request alone
+                outcomes[i] = (None, error)
+        return outcomes
+
+    def _embed(self, model: EmbeddingModel, ids: list[list[int]], parts: int) -> FloatArray:
+        """Embed `ids` in `parts` pieces at once: this thread runs the first, the slots reserved for the batch
+        the others."""
+        call = functools.partial(model.embed_token_ids, token_budget=self.max_batch_tokens, batch_size=self.sub_batch)
+        if parts <= 1 or len(ids) < 2:
+            return call(ids)
+        bounds = np.linspace(0, len(ids), parts + 1).astype(int)
+        others: list[Future[FloatArray]] = [
+            self._executor.submit(call, ids[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])
+        ]
+        first = call(ids[: bounds[1]])
+        return np.concatenate([first, *(other.result() for other in others)])
 
     async def _let_batch_fill(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.max_batch_wait_s <= 0:
             return
         deadline = loop.time() + self.max_batch_wait_s
-        while sum(job.tokens for job in self._jobs) < self.max_batch_tokens:
+        while sum(job.estimate for job in self._jobs) < self.max_batch_tokens:
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return
@@ -208,15 +314,21 @@ class Batcher:
         tokens = 0
         while self._jobs:
             job = self._jobs[0]
-            if job.cancelled:
+            if job.cancelled or job.gone():
                 self._jobs.popleft()
+                job.future.cancel()
                 continue
-            if batch and tokens + job.tokens > self.max_batch_tokens:
+            if batch and tokens + job.estimate > self.max_batch_tokens:
                 break
             batch.append(self._jobs.popleft())
-            tokens += job.tokens
+            tokens += job.estimate
         return batch
 
     def _drop_cancelled(self) -> None:
         if any(job.cancelled for job in self._jobs):
             self._jobs = collections.deque(job for job in self._jobs if not job.cancelled)
+
+
+def _mark_cancelled(job: _Job, future: asyncio.Future[Any]) -> None:
+    if future.cancelled():
+        job.cancelled = True  # skipped when the next batch is formed; if it is running, its result is dropped
