@@ -1,14 +1,17 @@
 """`jina-onnx serve` under load on loopback, next to offline `encode` of the same texts, in one run.
 
 For each model (t int8 with seeded weights, the real all-MiniLM-L6-v2 int8): offline `encode` throughput
-and batch-1 latency in this process; then the server in a subprocess, driven by bounded request loops at
-concurrency 1, 16 and 64 (a minimal keep-alive HTTP/1.1 client on uvloop), each request carrying `--texts-per-request` STS sentences.
-Then, where it is installed in a separate virtualenv (`--infinity-python`), infinity (`infinity_emb v2`)
-serving the same MiniLM checkpoint offline, with the same loops; if it cannot run, the table says why.
-The load generator shares the machine's cores with the server: on 2 cores that costs the server some
-throughput, and the numbers say so rather than hide it.
+and batch-1 latency in this process; then each server in a subprocess (`--workers` 1 and 2 by default; with
+`--baseline-python`, the same command from another checkout's virtualenv, for a before/after in one run),
+driven at every concurrency and texts-per-request for `--seconds` each. Then, where it is installed in a
+separate virtualenv (`--infinity-python`), infinity (`infinity_emb v2`) serving the same MiniLM checkpoint.
 
-    python -m benchmarks.serve --requests 1500 --infinity-python /tmp/infvenv/bin/python
+The load generator is wrk (Debian's `wrk`, compiled; `benchmarks/wrk_post.lua` posts prepared bodies): it
+shares the machine's cores with the server, so its own CPU per request is measured (wait4's rusage) and
+reported beside the server's (the process tree's CPU time over the loop), so the figure is the server's.
+Without wrk, a minimal keep-alive HTTP/1.1 client on uvloop drives the load, its CPU measured the same way.
+
+    python -m benchmarks.serve --seconds 10 --baseline-python /tmp/before/.venv/bin/python
 """
 
 from __future__ import annotations
@@ -17,11 +20,14 @@ import argparse
 import asyncio
 import json
 import os
+import resource
+import shutil
 import signal
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -32,6 +38,8 @@ from .common import RESULTS, machine_facts, prepared_artifact, prepared_minilm
 from .workloads import short_texts
 
 CONCURRENCY = (1, 16, 64)
+WRK_SCRIPT = Path(__file__).resolve().parent / "wrk_post.lua"
+TICK = os.sysconf("SC_CLK_TCK")
 
 
 def free_port() -> int:
@@ -189,63 +197,222 @@ def offline(artifact: Path, texts: list[str], latency_calls: int) -> dict[str, f
     }
 
 
-def drive(url: str, model: str, texts: list[str], args: argparse.Namespace) -> list[dict[str, float]]:
+def bodies(model: str, texts: list[str], per_request: int, count: int = 2000) -> list[bytes]:
+    """`count` request bodies of `per_request` consecutive texts each, cycling through `texts`."""
+    return [
+        json.dumps(
+            {"model": model, "input": [texts[(i * per_request + j) % len(texts)] for j in range(per_request)]}
+        ).encode()
+        for i in range(count)
+    ]
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """User + system CPU seconds of process `root` and all its descendants (a server and its workers)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    family, grew = {root}, True
+    while grew:
+        grew = False
+        for pid, parent in parents.items():
+            if parent in family and pid not in family:
+                family.add(pid)
+                grew = True
+    total = 0.0
+    for pid in family:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / TICK
+    return total
+
+
+def tree_rss_mb(root: int) -> list[float]:
+    """Resident memory (MB) of process `root`, then of each of its children (a supervisor and its workers)."""
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss(pid: int) -> float:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * page / 1e6
+
+    children = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == root:
+                children.append(rss(int(stat.parent.name)))
+        except OSError:
+            continue
+    return [rss(root), *children]
+
+
+def wrk_load(url: str, prepared: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
+    """One wrk loop: totals, latency percentiles, and wrk's own CPU time (from wait4)."""
+    with tempfile.NamedTemporaryFile("wb", suffix=".jsonl", delete=False) as handle:
+        handle.write(b"\n".join(prepared) + b"\n")
+    try:
+        proc = subprocess.Popen(
+            [
+                "wrk",
+                "-t1",
+                "--timeout",
+                "30s",
+                f"-c{concurrency}",
+                f"-d{max(1, round(seconds))}s",
+                "-s",
+                str(WRK_SCRIPT),
+                url,
+            ],
+            env={**os.environ, "BODIES": handle.name},
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert proc.stdout is not None
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    finally:
+        os.unlink(handle.name)
+    if proc.returncode != 0:
+        raise RuntimeError(f"wrk exited with {proc.returncode}: {out[-300:]}")
+    totals = json.loads(out.strip().splitlines()[-1])
+    return {
+        "requests": totals["requests"],
+        "wall_s": totals["duration_us"] / 1e6,
+        "p50_ms": totals["p50_us"] / 1000,
+        "p99_ms": totals["p99_us"] / 1000,
+        "failures": totals["non2xx"] + totals["socket_errors"],
+        "client_cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def python_load(url: str, prepared: list[bytes], concurrency: int, seconds: float) -> dict[str, float]:
+    """The fallback load generator (no wrk): the uvloop client in this process, its CPU from getrusage."""
+    host, _, port = url.removeprefix("http://").partition("/")[0].partition(":")
+    requests = [post_request(url, body) for body in prepared]
+    before = resource.getrusage(resource.RUSAGE_SELF)
+    latencies: list[float] = []
+    failures = 0
+    done = 0
+
+    async def client(connection: _Connection, deadline: float) -> None:
+        nonlocal failures, done
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            status, _ = await connection.exchange(requests[done % len(requests)])
+            latencies.append((time.perf_counter() - start) * 1000)
+            failures += status != 200
+            done += 1
+
+    async def run() -> float:
+        connections = [await _Connection.open(host, int(port)) for _ in range(concurrency)]
+        try:
+            start = time.perf_counter()
+            await asyncio.gather(*(client(c, start + seconds) for c in connections))
+            return time.perf_counter() - start
+        finally:
+            for connection in connections:
+                connection.close()
+
+    wall = run_loop(run())
+    after = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "requests": done,
+        "wall_s": wall,
+        "p50_ms": float(np.percentile(latencies, 50)),
+        "p99_ms": float(np.percentile(latencies, 99)),
+        "failures": failures,
+        "client_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
+    }
+
+
+def drive(url: str, model: str, texts: list[str], args: argparse.Namespace, server_pid: int) -> list[dict[str, float]]:
+    loop = wrk_load if args.load_generator == "wrk" else python_load
     rows = []
     for per_request in (int(n) for n in str(args.texts_per_request).split(",")):
-        for concurrency in CONCURRENCY:
-            count = args.latency_requests if concurrency == 1 else args.requests
-            rows.append(run_loop(load(url, model, texts, per_request, concurrency, max(count // per_request, 50))))
+        prepared = bodies(model, texts, per_request)
+        loop(url, prepared[:50], max(CONCURRENCY), 1.0)  # warm every connection path and batch shape
+        for concurrency in (int(c) for c in str(args.concurrency).split(",")):
+            time.sleep(0.5)
+            server_before = tree_cpu_seconds(server_pid)
+            row = loop(url, prepared, concurrency, args.seconds)
+            server_cpu = tree_cpu_seconds(server_pid) - server_before
+            requests = max(row["requests"], 1)
+            row.update(
+                concurrency=concurrency,
+                texts_per_request=per_request,
+                texts_per_s=row["requests"] * per_request / row["wall_s"],
+                server_cpu_ms_per_request=server_cpu / requests * 1000,
+                client_cpu_us_per_request=row["client_cpu_s"] / requests * 1e6,
+            )
+            rows.append(row)
             print(
-                f"  {per_request} text(s)/request, concurrency {concurrency}: {rows[-1]['texts_per_s']:,.0f} texts/s, "
-                f"p50 {rows[-1]['p50_ms']:.2f} ms, p99 {rows[-1]['p99_ms']:.2f} ms",
+                f"  {per_request} text(s)/request, concurrency {concurrency}: {row['texts_per_s']:,.0f} texts/s, "
+                f"p50 {row['p50_ms']:.2f} ms, p99 {row['p99_ms']:.2f} ms, server CPU "
+                f"{row['server_cpu_ms_per_request']:.2f} ms/request, load generator "
+                f"{row['client_cpu_us_per_request']:.0f} us/request",
                 flush=True,
             )
     return rows
 
 
+def run_server(
+    label: str, command: list[str], url_path: str, model: str, texts: list[str], args: argparse.Namespace
+) -> dict[str, Any]:
+    port = free_port()
+    proc = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", proc, 300)
+        rss_loaded = tree_rss_mb(proc.pid)
+        print(f"{label}: {len(rss_loaded)} process(es), {sum(rss_loaded):,.0f} MB after load", flush=True)
+        rows = drive(f"http://127.0.0.1:{port}{url_path}", model, texts, args, proc.pid)
+        rss = tree_rss_mb(proc.pid)
+        return {"rows": rows, "rss_mb_loaded": rss_loaded, "rss_mb_after": rss}
+    except Exception as error:  # the finding is why this server could not run here
+        return {"error": f"{type(error).__name__}: {str(error).strip()[-300:]}"}
+    finally:
+        stop(proc)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--requests", type=int, default=1500, help="requests per loop at concurrency 16 and 64")
-    parser.add_argument("--latency-requests", type=int, default=400, help="requests at concurrency 1")
-    parser.add_argument("--texts-per-request", default="1,16", help="comma-separated: one loop set each")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each load loop")
+    parser.add_argument("--texts-per-request", default="1,4,16", help="comma-separated: one loop set each")
+    parser.add_argument("--concurrency", default=",".join(map(str, CONCURRENCY)), help="comma-separated")
+    parser.add_argument("--workers", default="1,2", help="comma-separated `serve --workers` values to measure")
+    parser.add_argument("--models", default="t,minilm", help="comma-separated: t (t int8), minilm (MiniLM int8)")
+    parser.add_argument("--baseline-python", help="python of another checkout's virtualenv: its serve, same run")
     parser.add_argument("--infinity-python", help="python of a virtualenv with infinity-emb installed")
+    parser.add_argument(
+        "--load-generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python"
+    )
     args = parser.parse_args(argv)
     texts = short_texts(0)  # the 3,000 STS-dev sentences
     results: dict[str, dict] = {}
-    for label, artifact in (("t int8", prepared_artifact("t")), ("MiniLM int8", prepared_minilm())):
+    for key in args.models.split(","):
+        label = {"t": "t int8", "minilm": "MiniLM int8"}[key]
+        artifact = prepared_artifact("t") if key == "t" else prepared_minilm()
         name = json.loads((artifact / "manifest.json").read_text())["name"]
         print(f"{label}: offline encode", flush=True)
-        entry: dict = {"offline": offline(artifact, texts, args.latency_requests)}
-        port = free_port()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "jina_onnx",
-                "-q",
-                "serve",
-                "-m",
-                str(artifact),
-                "--device",
-                "cpu",
-                "--precision",
-                "int8",
-                "--port",
-                str(port),
-            ],
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            wait_healthy(f"http://127.0.0.1:{port}", proc, 120)
-            print(f"{label}: jina-onnx serve", flush=True)
-            entry["jina-onnx serve"] = drive(f"http://127.0.0.1:{port}/v1/embeddings", name, texts, args)
-        finally:
-            stop(proc)
+        entry: dict = {"offline": offline(artifact, texts, 400)}
+        serve = ["-q", "serve", "-m", str(artifact), "--device", "cpu", "--precision", "int8"]
+        for workers in args.workers.split(","):
+            server = f"jina-onnx serve --workers {workers}"
+            command = [sys.executable, "-m", "jina_onnx", *serve, "--workers", workers]
+            entry[server] = run_server(f"{label}: {server}", command, "/v1/embeddings", name, texts, args)
+        if args.baseline_python:
+            command = [args.baseline_python, "-m", "jina_onnx", *serve]
+            entry["baseline serve"] = run_server(f"{label}: baseline", command, "/v1/embeddings", name, texts, args)
         results[label] = entry
-    results["MiniLM int8"]["infinity"] = infinity(args, texts)
+    if "MiniLM int8" in results:
+        results["MiniLM int8"]["infinity"] = infinity(args, texts)
     data = {
         "machine": machine_facts(),
+        "load_generator": args.load_generator,
         "command": "python -m benchmarks.serve " + " ".join(argv if argv is not None else sys.argv[1:]),
         "results": results,
     }
@@ -256,14 +423,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def infinity(args: argparse.Namespace, texts: list[str]) -> dict | list:
+def infinity(args: argparse.Namespace, texts: list[str]) -> dict:
     """infinity serving the same MiniLM checkpoint, or why it could not."""
     if not args.infinity_python or not Path(args.infinity_python).exists():
         return {"error": "not run: pass --infinity-python (a virtualenv with infinity-emb installed)"}
     from jina_onnx.export.synthetic import minilm_checkpoint
 
-    port = free_port()
-    env = dict(os.environ, HF_HUB_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0", DO_NOT_TRACK="1")
     command = [
         str(Path(args.infinity_python).parent / "infinity_emb"),
         "v2",
@@ -275,51 +440,58 @@ def infinity(args: argparse.Namespace, texts: list[str]) -> dict | list:
         "torch",
         "--device",
         "cpu",
-        "--port",
-        str(port),
         "--host",
         "127.0.0.1",
         "--no-model-warmup",
     ]
-    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        wait_healthy(f"http://127.0.0.1:{port}", proc, 300)
-        print("MiniLM: infinity (torch engine)", flush=True)
-        return drive(f"http://127.0.0.1:{port}/embeddings", "minilm", texts, args)
-    except Exception as error:  # the finding is why the peer could not run here
-        return {"error": f"{type(error).__name__}: {str(error).strip().splitlines()[-1] if str(error).strip() else ''}"}
-    finally:
-        stop(proc)
+    os.environ.update(HF_HUB_OFFLINE="1", INFINITY_ANONYMOUS_USAGE_STATS="0", DO_NOT_TRACK="1")
+    return run_server("MiniLM: infinity (torch engine)", command, "/embeddings", "minilm", texts, args)
 
 
 def markdown(data: dict) -> str:
     facts = data["machine"]
     lines = [
-        f"Machine: {facts['cpu']}, {facts['physical_cores']} physical cores, {facts['date']}; the load generator "
-        f"runs on the same cores. Command: `{data['command']}`.",
+        f"Machine: {facts['cpu']}, {facts['physical_cores']} physical cores, {facts['date']}; load generator: "
+        f"{data['load_generator']}, on the same cores (its CPU per request is the last column). "
+        f"Command: `{data['command']}`.",
         "",
         "| model | server | texts per request | concurrency | texts/s | vs offline encode | p50 ms | p99 ms "
-        "| failures |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| server CPU ms/request | load generator CPU us/request | failures |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    memory = []
     for label, entry in data["results"].items():
         base = entry["offline"]
         lines.append(
             f"| {label} | offline `encode` (batch 32) | - | - | {base['texts_per_s']:,.0f} | 1.00x | "
-            f"{base['batch1_p50_ms']:.2f} (batch 1) | {base['batch1_p99_ms']:.2f} (batch 1) | |"
+            f"{base['batch1_p50_ms']:.2f} (batch 1) | {base['batch1_p99_ms']:.2f} (batch 1) | | | |"
         )
-        for server in ("jina-onnx serve", "infinity"):
-            rows = entry.get(server)
-            if isinstance(rows, dict):
-                lines.append(f"| {label} | {server} | | | {rows['error']} | | | | |")
+        for server, result in entry.items():
+            if server == "offline":
                 continue
-            for row in rows or []:
+            if "error" in result:
+                lines.append(f"| {label} | {server} | | | {result['error']} | | | | | | |")
+                continue
+            for row in result["rows"]:
                 lines.append(
                     f"| {label} | {server} | {row['texts_per_request']} | {row['concurrency']} | "
-                    f"{row['texts_per_s']:,.0f} | "
-                    f"{row['texts_per_s'] / base['texts_per_s']:.2f}x | {row['p50_ms']:.2f} | "
-                    f"{row['p99_ms']:.2f} | {row['failures']} |"
+                    f"{row['texts_per_s']:,.0f} | {row['texts_per_s'] / base['texts_per_s']:.2f}x | "
+                    f"{row['p50_ms']:.2f} | {row['p99_ms']:.2f} | {row['server_cpu_ms_per_request']:.2f} | "
+                    f"{row['client_cpu_us_per_request']:.0f} | {row['failures']} |"
                 )
+            rss = result["rss_mb_after"]
+            memory.append(
+                f"| {label} | {server} | {sum(result['rss_mb_loaded']):,.0f} | {sum(rss):,.0f} | "
+                f"{', '.join(f'{r:,.0f}' for r in rss)} |"
+            )
+    lines += [
+        "",
+        "Memory (RSS, MB) of each server's processes: after loading, and after the loops above.",
+        "",
+        "| model | server | after load, total | after the loops, total | per process after the loops (first: the one started) |",
+        "|---|---|---|---|---|",
+        *memory,
+    ]
     return "\n".join(lines) + "\n"
 
 

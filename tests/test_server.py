@@ -442,15 +442,17 @@ def test_batcher_runs_batches_in_flight_at_once_and_each_request_gets_its_rows()
     assert model.most_at_once == 2 and len(model.batches) == 6  # two ran at once, never more
     model.batches.clear()
 
-    async def lone() -> np.ndarray:  # one request of 20 texts with both slots free: two parts at once
-        batcher = Batcher(model, max_batch_tokens=1000, in_flight=2)  # type: ignore[arg-type]
+    async def lone() -> np.ndarray:  # one large request, nothing else in progress: the lone model, on a thread
+        batcher = Batcher(model, max_batch_tokens=1000, in_flight=2, alone=lambda: True, lone_model=lone_model)  # type: ignore[arg-type]
         batcher.start()
-        out = await batcher.embed([str(i) for i in range(20)])
+        out = await batcher.embed([str(i) for i in range(150)])
         await batcher.stop()
         return out
 
-    assert asyncio.run(asyncio.wait_for(lone(), timeout=30)).ravel().tolist() == list(range(20))
-    assert sorted(len(b) for b in model.batches) == [10, 10] and model.most_at_once == 2
+    lone_model = SlowModel()
+    assert asyncio.run(asyncio.wait_for(lone(), timeout=30)).ravel().tolist() == list(range(150))
+    assert model.batches == [] and [len(b) for b in lone_model.batches] == [150]
+    assert lone_model.threads[0].startswith("jina-onnx-infer")  # over the inline size: not on the event loop
     with pytest.raises(ValueError, match="in_flight"):
         Batcher(model, max_batch_tokens=20, in_flight=0)  # type: ignore[arg-type]
 

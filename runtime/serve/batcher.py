@@ -1,22 +1,23 @@
 """Dynamic batching: texts from concurrent requests share ONNX Runtime calls, bounded by a token budget.
 
 One `Batcher` per served model. A request queues its raw texts (with how to truncate them and what to make
-of its rows); a single asyncio task takes queued requests in arrival order until the next one could pass
-`max_batch_tokens`, and hands the batch to an inference thread. Everything per text happens there, once per
-batch, off the event loop: tokenizing (one Rust call for the whole batch), embedding, and each request's
-`finish` (the server serializes its response there), so the event loop only accepts, queues and answers.
+of its rows); `in_flight` inference threads each take the queued requests in arrival order, as many as fit
+`max_batch_tokens`, and run them as one batch. Everything per text happens there, once per batch, off the
+event loop: tokenizing (one Rust call for the whole batch), embedding, and each request's `finish` (the
+server serializes its response there); the event loop only queues requests and sets their results.
 Tokenizing one request at a time on the event loop cost 21% of its time at one text per request (t int8,
 concurrency 64, py-spy), mostly waiting for the GIL back from the Rust call; a batch pays that once.
 
-While a batch runs, new requests queue up and form the next one, so under load batches grow by themselves;
-`max_batch_wait_ms` can also hold an idle device back to let a batch fill.
+The threads pull: a thread that finishes a batch takes the next one at once. When the event loop formed
+batches and handed them out, a thread waited for it between batches (16% of the inference thread's time idle
+at one text per request, concurrency 64). While a batch runs, new requests queue up and form the next one, so
+under load batches grow by themselves; `max_batch_wait_ms` can also hold an idle device back to let a batch fill.
 
-Up to `in_flight` batches run at once, each in its own thread on the same session (ONNX Runtime and our
-OpenVINO session are safe to call from several threads). On a CPU that the event loop shares, two
-single-threaded batches beat one batch on two threads: every operator of a multi-threaded run waits for
-its slowest thread, and a thread the event loop has preempted stalls the whole run (t int8, 2 cores,
-concurrency 64: 1,545 vs 1,235 texts/s). A batch of many texts that finds several threads free runs in
-that many parts at once, so a lone large request still gets every core.
+On a CPU that the event loop shares, several single-threaded batches beat one batch on every thread: every
+operator of a multi-threaded run waits for its slowest thread, and a thread the event loop has preempted
+stalls the whole run (t int8, 2 cores, concurrency 64: 1,545 vs 1,235 texts/s). When the server has no other
+request in progress (`alone`), a batch runs on `lone_model` instead: the same file on every core, so a lone
+large request still gets every core, and a lone short one runs on the event loop itself (no thread hand-off).
 
 The budget: a text of n characters has at most n + 2 tokens with these tokenizers' special tokens (a token
 covers at least one character), capped at the model's maximum, so batches are formed on that bound without
@@ -34,8 +35,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import functools
+import threading
+import time
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -87,8 +89,8 @@ class Batcher:
         max_queue: requests allowed to wait; one more raises `Overloaded`.
         on_batch: called with (texts, tokens) of every batch run, for metrics.
         in_flight: batches allowed to run at once (give the model's session threads // in_flight each).
-        alone: whether the server has no request in progress but the one queued (see `_run`); None: never.
-        lone_model: the same variant on every core, for such a request (default: `model`).
+        alone: whether the server has no request in progress but the ones queued here; None: never.
+        lone_model: the same variant on every core, for batches run while `alone()` (default: `model`).
     """
 
     def __init__(
@@ -110,7 +112,6 @@ class Batcher:
         self.max_batch_wait_s = max_batch_wait_ms / 1000
         self.max_queue = max_queue
         self.on_batch = on_batch
-        self._jobs: collections.deque[_Job] = collections.deque()
         self.in_flight = in_flight
         self._alone = alone
         self._lone_model = lone_model or model
@@ -118,36 +119,40 @@ class Batcher:
         # every text to the longest: on STS sentences that ran t at 0.70x of globally sorted `encode`. On a
         # CPU the batch is sorted by length and run in calls of 8 (0.95x; 16: 0.90x); a GPU wants one call.
         self.sub_batch = CPU_SUB_BATCH if model.device == "cpu" else None
-        self._executor = ThreadPoolExecutor(in_flight, thread_name_prefix=f"jina-onnx-infer-{model.name}")
-        self._running: set[asyncio.Future[Any]] = set()
-        self._busy = 0  # inference threads taken by running batches
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
+        self._jobs: collections.deque[_Job] = collections.deque()  # guarded by _ready
+        self._ready = threading.Condition()
+        self._busy = 0  # threads running a batch, guarded by _ready
+        self._stopping = False
+        self._threads: list[threading.Thread] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
     def depth(self) -> int:
-        """Requests waiting for a batch (not counting the one running; cancelled ones until a batch is formed)."""
+        """Requests waiting for a batch (not counting the ones running)."""
         return len(self._jobs)
 
     def start(self) -> None:
-        """Start the batching task on the running event loop."""
-        self._wake = asyncio.Event()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"batcher-{self.model.name}")
+        """Start the inference threads; results go back to the running event loop."""
+        self._loop = asyncio.get_running_loop()
+        self._threads = [
+            threading.Thread(target=self._work, name=f"jina-onnx-infer-{self.model.name}_{i}", daemon=True)
+            for i in range(self.in_flight)
+        ]
+        for thread in self._threads:
+            thread.start()
 
     async def stop(self) -> None:
-        """Stop batching; requests still queued get an error (the server drains in-flight ones first)."""
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-        if self._running:  # batches already handed to a thread finish and answer their requests
-            await asyncio.wait(self._running)
+        """Stop batching: batches running finish and answer; requests still queued get an error."""
+        with self._ready:
+            self._stopping = True
+            self._ready.notify_all()
+        loop = asyncio.get_running_loop()
+        for thread in self._threads:
+            await loop.run_in_executor(None, thread.join)
         for job in self._jobs:
             if not job.future.done():
                 job.future.set_exception(RuntimeError("the server is shutting down"))
-        self._executor.shutdown(wait=True)
+        self._jobs.clear()
 
     def submit(
         self,
@@ -164,66 +169,69 @@ class Batcher:
         away) drops the request from the queue; if its batch is running, its result is dropped. `gone()` true
         when a batch is formed does the same (the future is cancelled then).
         """
-        if self._wake is None:
+        if self._loop is None:
             raise RuntimeError("Batcher.start() was not called")
         if self.depth >= self.max_queue:
             raise Overloaded(f"{self.depth} requests are waiting (--max-queue {self.max_queue})")
         limit = self.model.max_length
         estimate = sum(min(len(text) + SPECIAL_TOKENS, limit) for text in texts)
-        future = asyncio.get_running_loop().create_future()
+        future = self._loop.create_future()
         job = _Job(
             texts, "left" if truncation == "left" else "right", truncation == "refuse", finish, estimate, future, gone
         )
         future.add_done_callback(functools.partial(_mark_cancelled, job))
-        self._jobs.append(job)
-        self._wake.set()
+        if estimate <= INLINE_TOKENS and self._alone is not None and self.max_batch_wait_s <= 0:
+            # Decided after the requests read in the same turn of the event loop have been queued too, so
+            # `alone` sees them (deciding here, before they ran, took concurrency 64 from 0.72x to 0.45x).
+            self._loop.call_soon(self._inline_or_queue, job)
+        else:
+            self._queue(job)
         return future
 
     async def embed(self, texts: list[str], *, truncation: str = "right", finish: Finish | None = None) -> Any:
         """`submit`, awaited. Cancelling the awaiting task (the client went away) drops the request."""
         return await self.submit(texts, truncation=truncation, finish=finish)
 
-    async def _run(self) -> None:
-        assert self._wake is not None  # set by start()
-        loop = asyncio.get_running_loop()
-        while True:
-            self._drop_cancelled()
-            if not self._jobs or self._busy >= self.in_flight:
-                self._wake.clear()  # set by a new request and by a finished batch
-                await self._wake.wait()
-                continue
-            await self._let_batch_fill(loop)
-            batch = self._take()
-            if (
-                len(batch) == 1
-                and not self._busy
-                and batch[0].estimate <= INLINE_TOKENS
-                and self._alone is not None
-                and self._alone()
-            ):
-                # The server's only request, and a short one: run it here, on the event loop. Handing it to an
-                # inference thread and back costs two thread wake-ups, most of a one-text request's latency over a
-                # bare `encode` (t int8, concurrency 1: p50 1.30 ms vs 0.58 ms). This task runs after every
-                # request already read has been queued, so `alone` sees them; under load (deciding at `submit`,
-                # before the others were queued) it held the event loop between batches: 0.72x -> 0.45x.
-                self._settle(batch, self._process(batch, 1, self._lone_model))
-                continue
-            if batch:
-                texts = sum(len(job.texts) for job in batch)
-                # A batch of several calls' worth with no other batch to share the CPU with runs in parts,
-                # one per free slot: one request of many texts gets every core, not one thread.
-                parts = min(self.in_flight - self._busy, -(-texts // self.sub_batch)) if self.sub_batch else 1
-                self._busy += parts
-                running = asyncio.wrap_future(self._executor.submit(self._process, batch, parts), loop=loop)
-                self._running.add(running)
-                running.add_done_callback(functools.partial(self._batch_done, batch=batch, parts=parts))
+    def _queue(self, job: _Job) -> None:
+        with self._ready:
+            self._jobs.append(job)
+            self._ready.notify()
 
-    def _batch_done(self, running: asyncio.Future[Any], batch: list[_Job], parts: int) -> None:
-        self._running.discard(running)
-        self._busy -= parts
-        self._wake.set()  # type: ignore[union-attr]  # a free slot: form the next batch
-        error = running.exception()
-        self._settle(batch, running.result() if error is None else [(None, error)] * len(batch))
+    def _inline_or_queue(self, job: _Job) -> None:
+        if job.future.done():
+            return
+        if not self._jobs and not self._busy and self._alone() and not job.gone():  # type: ignore[misc]
+            # The server's only request, and a short one: run it here, on the event loop. Handing it to an
+            # inference thread and back costs two thread wake-ups, most of a one-text request's latency over a
+            # bare `encode` (t int8, concurrency 1: p50 1.30 ms vs 0.58 ms through the server).
+            self._settle([job], self._process([job], self._lone_model))
+            return
+        self._queue(job)
+
+    def _work(self) -> None:
+        """An inference thread: take a batch, run it, hand the results to the event loop; until `stop`."""
+        while True:
+            with self._ready:
+                while not self._jobs and not self._stopping:
+                    self._ready.wait()
+                if self._stopping:
+                    return
+                self._let_batch_fill()
+                batch, dropped = self._take()
+                alone = not self._busy and self._alone is not None and self._alone()
+                if batch:
+                    self._busy += 1
+            if dropped:
+                self._loop.call_soon_threadsafe(_cancel_all, dropped)  # type: ignore[union-attr]
+            if not batch:
+                continue
+            try:
+                outcomes = self._process(batch, self._lone_model if alone else self.model)
+            except BaseException as error:  # handed to every request of the batch; the thread goes on
+                outcomes = [(None, error)] * len(batch)
+            with self._ready:
+                self._busy -= 1
+            self._loop.call_soon_threadsafe(self._settle, batch, outcomes)  # type: ignore[union-attr]
 
     @staticmethod
     def _settle(batch: list[_Job], outcomes: list[tuple[Any, BaseException | None]]) -> None:
@@ -235,11 +243,8 @@ class Batcher:
             else:
                 job.future.set_exception(failure)
 
-    def _process(
-        self, batch: list[_Job], parts: int, model: EmbeddingModel | None = None
-    ) -> list[tuple[Any, BaseException | None]]:
-        """In an inference thread: tokenize, embed and finish every job of `batch`; (result, error) per job."""
-        model = model or self.model
+    def _process(self, batch: list[_Job], model: EmbeddingModel) -> list[tuple[Any, BaseException | None]]:
+        """Tokenize, embed and finish every job of `batch` on `model`; (result, error) per job."""
         ids: list[list[int]] = []
         outcomes: list[tuple[Any, BaseException | None]] = [(None, None)] * len(batch)
         for side in ("right", "left"):
@@ -267,7 +272,7 @@ class Batcher:
                 ids += job_ids
         if not ids:  # every request of the batch was refused or has gone
             return outcomes
-        out = self._embed(model, ids, parts)
+        out = model.embed_token_ids(ids, token_budget=self.max_batch_tokens, batch_size=self.sub_batch)
         if self.on_batch is not None:
             self.on_batch(len(ids), sum(job.span[2] for job in batch if job.span is not None))
         for i, job in enumerate(batch):
@@ -281,52 +286,38 @@ class Batcher:
                 outcomes[i] = (None, error)
         return outcomes
 
-    def _embed(self, model: EmbeddingModel, ids: list[list[int]], parts: int) -> FloatArray:
-        """Embed `ids` in `parts` pieces at once: this thread runs the first, the slots reserved for the batch
-        the others."""
-        call = functools.partial(model.embed_token_ids, token_budget=self.max_batch_tokens, batch_size=self.sub_batch)
-        if parts <= 1 or len(ids) < 2:
-            return call(ids)
-        bounds = np.linspace(0, len(ids), parts + 1).astype(int)
-        others: list[Future[FloatArray]] = [
-            self._executor.submit(call, ids[a:b]) for a, b in zip(bounds[1:-1], bounds[2:])
-        ]
-        first = call(ids[: bounds[1]])
-        return np.concatenate([first, *(other.result() for other in others)])
-
-    async def _let_batch_fill(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _let_batch_fill(self) -> None:
+        """With the lock held: wait up to `max_batch_wait_ms` for the queue to fill the budget."""
         if self.max_batch_wait_s <= 0:
             return
-        deadline = loop.time() + self.max_batch_wait_s
-        while sum(job.estimate for job in self._jobs) < self.max_batch_tokens:
-            remaining = deadline - loop.time()
+        deadline = time.monotonic() + self.max_batch_wait_s
+        while sum(job.estimate for job in self._jobs) < self.max_batch_tokens and not self._stopping:
+            remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            self._wake.clear()  # type: ignore[union-attr]
-            try:
-                await asyncio.wait_for(self._wake.wait(), remaining)  # type: ignore[union-attr]
-            except asyncio.TimeoutError:
-                return
+            self._ready.wait(remaining)
 
-    def _take(self) -> list[_Job]:
-        """Queued jobs in arrival order while they fit the budget; always at least the first."""
+    def _take(self) -> tuple[list[_Job], list[_Job]]:
+        """With the lock held: queued jobs in arrival order while they fit the budget (always at least the
+        first), and the jobs dropped on the way because their client went away."""
         batch: list[_Job] = []
+        dropped: list[_Job] = []
         tokens = 0
         while self._jobs:
             job = self._jobs[0]
             if job.cancelled or job.gone():
-                self._jobs.popleft()
-                job.future.cancel()
+                dropped.append(self._jobs.popleft())
                 continue
             if batch and tokens + job.estimate > self.max_batch_tokens:
                 break
             batch.append(self._jobs.popleft())
             tokens += job.estimate
-        return batch
+        return batch, dropped
 
-    def _drop_cancelled(self) -> None:
-        if any(job.cancelled for job in self._jobs):
-            self._jobs = collections.deque(job for job in self._jobs if not job.cancelled)
+
+def _cancel_all(jobs: list[_Job]) -> None:
+    for job in jobs:
+        job.future.cancel()
 
 
 def _mark_cancelled(job: _Job, future: asyncio.Future[Any]) -> None:
