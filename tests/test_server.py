@@ -112,6 +112,8 @@ def test_openai_client_and_httpx_equal_encode(served) -> None:
     missing = httpx.post(f"{url}/v1/embeddings", json={"model": "nope", "input": "x"})
     assert missing.status_code == 404 and T_NAME in missing.json()["error"]["message"]
     assert httpx.post(f"{url}/v1/embeddings", json={"input": "x"}).status_code == 400  # two models: name one
+    first = np.array(httpx.post(f"{url}/embed", json={"inputs": ["x"], "normalize": False}).json(), dtype=np.float32)
+    np.testing.assert_allclose(first, models[T_NAME].encode(["x"]), atol=1e-6)  # TEI: the first model served
 
 
 def test_64_concurrent_clients_get_their_own_rows(served) -> None:
@@ -234,6 +236,12 @@ def test_bad_requests_get_one_line_4xx(artifact) -> None:
                 413,
                 "input[1] has 602 tokens, over the model's limit of 512",
             ),
+            (
+                post(json.dumps({"input": ["word " * 600], "truncation": "refuse"})),
+                413,
+                'or send "truncation": "right" to cut them',
+            ),
+            (post(json.dumps({"input": ["word " * 600], "truncate": False})), 413, 'or send "truncate": true'),
             (post(json.dumps({"input": [101, 2023]})), 400, "set check_embedding_ctx_length=False"),
             (post(json.dumps({"input": "x", "truncation": "middle"})), 400, "truncation 'middle' is not one of"),
             (post(b"[" * 9000 + b"]" * 9000), 400, "nested too deeply"),  # a hostile body: never a 500

@@ -128,7 +128,9 @@ def create_app(
         metrics.requests.labels(route, str(status)).inc()
         metrics.latency.labels(route).observe(seconds)
 
-    hot = EmbeddingRoutes(models, batchers, limits, api_key, observe)
+    # TEI serves one model and its clients (huggingface_hub, LlamaIndex) send no `model`: its routes answer with
+    # the first model served; OpenAI's route asks for `model` when there are several.
+    hot = EmbeddingRoutes(models, batchers, limits, api_key, observe, default_model=next(iter(models)))
 
     async def unreachable(request: Request) -> Response:
         raise RuntimeError(f"{request.url.path}: POST is answered by the hot path")

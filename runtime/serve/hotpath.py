@@ -50,7 +50,8 @@ OPENAI_FIELDS = {
 TEI_FIELDS = {"inputs", "normalize", "truncate", "model", "truncation_direction", "prompt_name", "output_precision"}
 JSON_HEADERS = [(b"content-type", b"application/json")]
 
-Answer = tuple["asyncio.Future[bytes]", str]  # the response body to come, and the request's field of texts
+# The response body to come, the request's field of texts, and how that request would allow truncation.
+Answer = tuple["asyncio.Future[bytes]", str, str]
 Handler = Callable[[dict[str, Any], Callable[..., Awaitable[Any]], Callable[..., Awaitable[Any]]], Awaitable[None]]
 
 
@@ -66,7 +67,8 @@ class EmbeddingRoutes:
         limits: the request limits (`Limits`).
         api_key: the key requests must carry, or None.
         observe: called with (route, status, seconds) after every request, for metrics.
-        default_model: the model a request that names none gets (TEI's clients cannot name one).
+        default_model: the model a TEI request that names none gets (TEI's clients cannot name one); None: the
+            only model, or a 400 naming them when there are several.
     """
 
     def __init__(
@@ -118,14 +120,14 @@ class EmbeddingRoutes:
                 check_key(_header(scope, b"authorization"), self.api_key)
             body = parse_body(await _read_body(scope, receive, self.limits.max_request_bytes))
             gone = _disconnect_probe(receive)
-            future, field = answer(body, gone or _never)
+            future, field, allow = answer(body, gone or _never)
             try:
                 content = await (future if gone else _unless_disconnected(future, receive))
             except TooLong as error:
                 raise ApiError(
                     413,
                     f"{field}[{error.index}] has {error.tokens} tokens, over the model's limit of {error.limit} "
-                    f"({error.over} of {error.count} inputs are over it); shorten them or send truncate=true",
+                    f"({error.over} of {error.count} inputs are over it); shorten them, or send {allow} to cut them",
                 ) from None
             except asyncio.CancelledError:
                 task = asyncio.current_task()
@@ -244,7 +246,10 @@ class EmbeddingRoutes:
             future = self.batchers[name].submit(texts, truncation=how, finish=finish, gone=gone)
         except Overloaded as error:
             raise ApiError(429, f"server busy: {error}; retry later", {"Retry-After": "1"}) from None
-        return future, field
+        # Said in the words of the field that refused: a request that sent "truncation": "refuse" is told to
+        # change that, not to send a `truncate` it never sent.
+        allow = '"truncation": "right"' if body.get("truncation") == "refuse" else '"truncate": true'
+        return future, field, allow
 
 
 def _never() -> bool:
