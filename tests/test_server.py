@@ -261,6 +261,12 @@ def test_bad_requests_get_one_line_4xx(artifact) -> None:
         assert chunked.status_code == 413  # no Content-Length: the limit holds while the body streams in
         assert post(json.dumps({"input": "word " * 600})).status_code == 200  # truncated by default
         assert post(json.dumps({"input": "x", "dimensions": 312})).status_code == 200  # the model's own width
+        for response, status, fragment in (
+            (httpx.get(f"{url}/nowhere"), 404, "no route /nowhere; routes: POST /v1/embeddings"),
+            (httpx.get(f"{url}/v1/embeddings", headers=auth), 405, "GET is not allowed on /v1/embeddings; use POST"),
+            (httpx.delete(f"{url}/health"), 405, "use GET"),
+        ):
+            assert response.status_code == status and fragment in response.json()["error"]["message"], response.text
         assert httpx.get(f"{url}/health").status_code == 200  # health and metrics need no key
         assert httpx.get(f"{url}/v1/models").status_code == 401
 

@@ -186,7 +186,7 @@ def create_app(
         special = body.get("add_special_tokens", True)
         if not isinstance(special, bool):
             raise ApiError(400, f"'add_special_tokens' must be true or false, got {json_type(special)}")
-        model = models[hot.resolve(body.get("model"))]
+        model = models[hot.resolve(body.get("model"), hot.default_model)]
         described = await asyncio.get_running_loop().run_in_executor(None, model.tokenizer.describe, texts, special)
         return JSONResponse(described)
 
@@ -247,7 +247,25 @@ def create_app(
         Route("/health", endpoint("/health", health, public=True), methods=["GET"]),
         Route("/metrics", endpoint("/metrics", prometheus, public=True), methods=["GET"]),
     ]
-    starlette = Starlette(routes=routes, lifespan=lifespan)
+
+    async def http_error(request: Request, error: Exception) -> Response:
+        # Starlette's own 404 and 405 in the JSON error shape of every other answer, saying what is served.
+        status = getattr(error, "status_code", 500)
+        allowed = (getattr(error, "headers", None) or {}).get("Allow", "")
+        if status == 405:
+            message = f"{request.method} is not allowed on {request.url.path}; use {allowed or 'another method'}"
+        elif status == 404:
+            message = f"no route {request.url.path}; routes: " + ", ".join(
+                f"{'/'.join(sorted((route.methods or set()) - {'HEAD'}))} {route.path}" for route in routes
+            )
+        else:
+            message = str(getattr(error, "detail", "")) or f"HTTP {status}"
+        headers = {"Allow": allowed} if allowed else None
+        return JSONResponse(error_body(ApiError(status, message)), status_code=status, headers=headers)
+
+    from starlette.exceptions import HTTPException
+
+    starlette = Starlette(routes=routes, lifespan=lifespan, exception_handlers={HTTPException: http_error})
 
     async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
         # The embedding routes' POSTs go straight to their handlers: see hotpath.py for why.

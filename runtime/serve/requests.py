@@ -194,6 +194,7 @@ def error_type(status: int) -> str:
     return {
         401: "authentication_error",
         404: "not_found_error",
+        405: "method_not_allowed",
         413: "request_too_large",
         429: "rate_limit_error",
         503: "unavailable",
