@@ -237,6 +237,19 @@ def test_no_optimize_writes_plain_variants(checkpoint, tmp_path: Path) -> None:
     assert manifest.variants[Precision.INT8].built_from.startswith("fp32, dynamic int8")
 
 
+def test_a_variant_kept_on_its_fallback_recipe_is_not_reported_as_missing(
+    checkpoint, tmp_path: Path, monkeypatch, caplog
+) -> None:
+    # Dynamic int8 moves a text's vector with its batch (cosine ~0.9999 here): a stricter gate rejects it, and the
+    # weight-only recipe (rows quantized alone) passes. The log must not say int8 was left out.
+    monkeypatch.setitem(GATES, Precision.INT8, Gate(mean_cosine=0.99, batch_invariance=0.99999))
+    with caplog.at_level(logging.WARNING, logger="jina_onnx"):
+        out = export_model(checkpoint("t"), tmp_path / "fallback", precisions=["fp32", "int8"], optimize=False)
+    variant = load_manifest(out).variants[Precision.INT8]
+    assert "weight-only" in variant.built_from and "batch_invariance" in variant.details["dynamic_rejected"]
+    assert [r.getMessage() for r in caplog.records if "int8" in r.getMessage()] == []
+
+
 def test_bad_precision_list(checkpoint, tmp_path: Path) -> None:
     from jina_onnx.errors import ExportError
 
