@@ -678,6 +678,19 @@ def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.P
     candidate = home_dir(cache_dir) / name
     if (candidate / MANIFEST_FILE).is_file():
         return candidate
+    if spec is None and "/" not in str(name_or_path):
+        # Not a name we know, nor a hub id: `jina-onnx export` of it would fail too, so say what would work.
+        import difflib
+
+        from .registry import list_models
+
+        known = [model.name for model in list_models()]
+        close = difflib.get_close_matches(str(name_or_path), known, n=1, cutoff=0.8)
+        raise ModelNotFoundError(
+            f"model {str(name_or_path)!r} is not a known model name, an exported model in {home_dir(cache_dir)} or a "
+            f"directory{f'; did you mean {close[0]!r}?' if close else ''}. Known names: {', '.join(known)} "
+            f"(jina-onnx models); another checkpoint: jina-onnx export PATH_OR_HUB_ID --name {name_or_path}"
+        )
     cache_flag = f" --out {candidate}" if cache_dir is not None else ""
     source = spec.hub_id if spec else str(name_or_path)
     raise ModelNotFoundError(

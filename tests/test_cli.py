@@ -96,3 +96,12 @@ def test_closed_pipe_ends_quietly_with_status_0(artifact) -> None:
     _, stderr = proc.communicate(timeout=120)
     assert json.loads(first)["text"] == "sentence number 0"
     assert proc.returncode == 0 and b"Traceback" not in stderr and b"BrokenPipe" not in stderr, stderr
+
+
+def test_an_unknown_model_name_is_not_sent_to_export(capsys, tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
+    assert main(["encode", "-m", "jina-embedding-x-en-v1", "a text"]) == 1
+    err = capsys.readouterr().err
+    assert "'jina-embedding-x-en-v1' is not a known model name" in err and "did you mean 'jina-embedding-" in err
+    assert "jina-embedding-t-en-v1, jina-embedding-s-en-v1" in err and "Traceback" not in err
+    assert "run: jina-onnx export jina-embedding-x-en-v1" not in err  # the old hint, which failed in its turn

@@ -122,6 +122,7 @@ def test_local_and_ray_jobs_equal_encode(big_corpus, artifact, local_ray, tmp_pa
         workers=2,
         cpus_per_worker=0.5,
         threads=1,
+        show_progress=True,  # as `jina-onnx embed --ray` runs it without -q: the bar crashed the job once
     )
     assert ray_manifest["rows"] == 20_000 and ray_manifest["runner"] == "ray (2 workers)"
     remote = read_output(tmp_path / "ray")

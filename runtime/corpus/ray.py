@@ -408,7 +408,9 @@ def run_corpus_job(
             _RowsWritten(staging),
             stall_timeout=stall_timeout,
             on_stall=ray.shutdown,
-            report=lambda done, seconds: bar.update(done - bar.n) if bar else None,
+            # `is not None`: a tqdm bar without a total refuses bool() (TypeError), which crashed every
+            # `embed --ray` run with its progress bar on.
+            report=lambda done, seconds: bar.update(done - bar.n) if bar is not None else None,
             what=f"the Ray job ({workers} workers)",
         )
     except Exception as error:
