@@ -13,6 +13,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -552,6 +553,12 @@ def test_serve_refuses_bad_limits(capsys) -> None:
     assert "--batches-in-flight=0 is out of range" in capsys.readouterr().err
     assert main(["serve", "--batches-in-flight", "1000"]) == 1
     assert "--batches-in-flight=1000 is over 64" in capsys.readouterr().err
+    with socket.socket() as taken:  # a port in use is found before any model is looked for
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        assert main(["serve", "-m", "no-such-model", "--port", str(taken.getsockname()[1])]) == 1
+        err = capsys.readouterr().err
+        assert "cannot listen on 127.0.0.1:" in err and "pick another --port" in err and "no-such-model" not in err
 
 
 def test_readme_serve_section_names_real_options() -> None:

@@ -85,6 +85,7 @@ def create_app(
     api_key: str | None = None,
     in_flight: dict[str, int] | None = None,
     lone: dict[str, EmbeddingModel] | None = None,
+    address: str = "",
 ) -> Any:
     """The ASGI app serving `models` (name -> loaded model); batchers start with the app's lifespan.
     `in_flight` gives a model's batches that may run at once (default 1; see `Batcher`), `lone` a model's
@@ -145,7 +146,9 @@ def create_app(
         gc.collect()
         gc.freeze()
         state["ready"] = True
-        log.info("jina-onnx: serving %s", ", ".join(models))
+        log.info(
+            "jina-onnx: serving %s%s", ", ".join(models), f" on {address} (Ctrl-C or SIGTERM to stop)" * bool(address)
+        )
         yield
         state["ready"] = False
         for batcher in batchers.values():
@@ -314,9 +317,10 @@ def serve(
     `workers`: server processes on the same socket, each with its own copy of the models and 1/N of the cores
     (see `workers.py`).
     """
-    from .workers import WorkerConfig
+    from .workers import WorkerConfig, check_port
 
     uvicorn = require("uvicorn", "serve")
+    check_port(host, port)  # before loading: a port in use should not cost a model load to find out
     config = WorkerConfig(
         models,
         device=device,
@@ -345,13 +349,17 @@ def serve(
         )
         return
     loaded, flights, lone = config.load()
-    app = create_app(loaded, limits, api_key, flights, lone)
+    app = create_app(loaded, limits, api_key, flights, lone, address=url(host, port))
     warn_if_public(host, api_key)
     # uvicorn handles SIGTERM/SIGINT while serving (stop accepting, finish requests in flight), then restores
     # the previous handler and raises the signal again. With Python's default handler that ends the process
     # with -15 after a clean shutdown; this one lets `serve` return, so the exit status is 0.
     signal.signal(signal.SIGTERM, lambda signum, frame: None)
     uvicorn.run(app, host=host, port=port, **options)
+
+
+def url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
 def warn_if_public(host: str, api_key: str | None) -> None:

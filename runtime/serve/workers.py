@@ -88,7 +88,6 @@ def run_workers(config: WorkerConfig, workers: int, host: str, port: int, server
     import time
     from multiprocessing.connection import wait
 
-    check_port(host, port)
     prepare(config)
     context = multiprocessing.get_context("spawn")
 
@@ -102,6 +101,14 @@ def run_workers(config: WorkerConfig, workers: int, host: str, port: int, server
         return process
 
     processes = [start(i) for i in range(workers)]
+    from .app import url
+
+    log.info(
+        "jina-onnx: %d workers serving %s on %s (Ctrl-C or SIGTERM to stop)",
+        workers,
+        ", ".join(config.models),
+        url(host, port),
+    )
     stopping: list[int] = []
 
     def stop(signum: int, frame: Any) -> None:
