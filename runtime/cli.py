@@ -14,6 +14,13 @@ from collections.abc import Sequence
 
 from .errors import JinaOnnxError
 
+EXIT_CODES = """exit codes:
+  0    success
+  1    a user error: bad input, a missing model or file, a failed check (one line on stderr says what to do)
+  2    a wrong option or argument (the usage line says which)
+  3    the Hugging Face Hub could not be reached (export)
+  130  interrupted (Ctrl-C)"""
+
 SEED_A = "how is the weather today"
 SEED_B = "What is the current weather like today?"
 
@@ -67,7 +74,10 @@ def _configure_logging(quiet: bool) -> None:
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="jina-onnx", description="Jina Embeddings v1 on ONNX Runtime, without PyTorch."
+        prog="jina-onnx",
+        description="Jina Embeddings v1 on ONNX Runtime, without PyTorch.",
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only results and errors")
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")

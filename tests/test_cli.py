@@ -105,3 +105,17 @@ def test_an_unknown_model_name_is_not_sent_to_export(capsys, tmp_path: Path, mon
     assert "'jina-embedding-x-en-v1' is not a known model name" in err and "did you mean 'jina-embedding-" in err
     assert "jina-embedding-t-en-v1, jina-embedding-s-en-v1" in err and "Traceback" not in err
     assert "run: jina-onnx export jina-embedding-x-en-v1" not in err  # the old hint, which failed in its turn
+
+
+def test_exit_codes_are_the_documented_ones(capsys) -> None:
+    from jina_onnx.cli import EXIT_CODES
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    with pytest.raises(SystemExit) as usage:
+        main(["encode", "--no-such-option"])
+    assert usage.value.code == 2 and "unrecognized arguments: --no-such-option" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert EXIT_CODES in capsys.readouterr().out
+    for code in ("0 success", "1 a user error", "2 a wrong option", "3 the Hub", "130 interrupted"):
+        assert code in readme
