@@ -256,7 +256,11 @@ def create_app(
         status = getattr(error, "status_code", 500)
         allowed = (getattr(error, "headers", None) or {}).get("Allow", "")
         if status == 405:
-            message = f"{request.method} is not allowed on {request.url.path}; use {allowed or 'another method'}"
+            # Starlette's Allow header lists a set in no fixed order; the message names them sorted, HEAD left out.
+            usable = sorted({m.strip() for m in allowed.split(",") if m.strip() and m.strip() != "HEAD"})
+            message = (
+                f"{request.method} is not allowed on {request.url.path}; use {', '.join(usable) or 'another method'}"
+            )
         elif status == 404:
             message = f"no route {request.url.path}; routes: " + ", ".join(
                 f"{'/'.join(sorted((route.methods or set()) - {'HEAD'}))} {route.path}" for route in routes
