@@ -71,7 +71,7 @@ def load_models(
             cache_dir=home_dir(None),
             allow_spinning=False,
         )  # the event loop needs the cores between batches
-        # Warm the shapes the batcher runs: calls of one text and of a CPU sub-batch (batch.CPU_SUB_BATCH), not
+        # Warm the shapes the batcher runs: calls of one text and of a CPU sub-batch (batcher.CPU_SUB_BATCH), not
         # the 32 x 512 that `warmup` does by default. ONNX Runtime's CPU arena keeps what the largest shape
         # took: t int8 held 1.2 GB after the default warmup, per worker.
         model.warmup(batch_sizes=(1, CPU_SUB_BATCH) if model.device == "cpu" else (1, 32))
