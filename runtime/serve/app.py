@@ -33,7 +33,7 @@ from .. import __version__
 from ..errors import InputError, require
 from ..model import EmbeddingModel
 from .batcher import Batcher
-from .hotpath import EmbeddingRoutes
+from .hotpath import EmbeddingRoutes, read_body
 from .requests import ApiError, Limits, check_fields, check_key, error_body, json_type, parse_body
 from .requests import texts as texts_of
 
@@ -181,7 +181,7 @@ def create_app(
         return wrapped
 
     async def tei_tokenize(request: Request) -> Response:
-        body = await _json_body(request, limits.max_request_bytes)
+        body = parse_body(await read_body(request.scope, request.receive, limits.max_request_bytes))
         check_fields(body, {"inputs", "add_special_tokens", "model", "prompt_name"})
         texts = texts_of(body.get("inputs"), "inputs")
         if len(texts) > limits.max_inputs_per_request:
@@ -284,19 +284,6 @@ def create_app(
 
     asgi.state = starlette.state  # type: ignore[attr-defined]  # for tests that look at the app
     return asgi
-
-
-async def _json_body(request: Any, limit: int) -> dict[str, Any]:
-    """The body as a JSON object, read with the size limit enforced as it streams in."""
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, f"request body of {int(declared)} bytes is over the limit of {limit} (--max-request-bytes)")
-    body = bytearray()
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > limit:
-            raise ApiError(413, f"request body is over the limit of {limit} bytes (--max-request-bytes)")
-    return parse_body(bytes(body))
 
 
 def serve(

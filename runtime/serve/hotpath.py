@@ -16,7 +16,7 @@ import asyncio
 import base64
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from ..model import EmbeddingModel
@@ -118,7 +118,7 @@ class EmbeddingRoutes:
         try:
             if self.api_key is not None:
                 check_key(_header(scope, b"authorization"), self.api_key)
-            body = parse_body(await _read_body(scope, receive, self.limits.max_request_bytes))
+            body = parse_body(await read_body(scope, receive, self.limits.max_request_bytes))
             gone = _disconnect_probe(receive)
             future, field, allow = answer(body, gone or _never)
             try:
@@ -269,14 +269,14 @@ def _disconnect_probe(receive: Callable[..., Awaitable[Any]]) -> Callable[[], bo
     return None
 
 
-def _header(scope: dict[str, Any], name: bytes) -> str:
+def _header(scope: Mapping[str, Any], name: bytes) -> str:
     for key, value in scope["headers"]:
         if key == name:
             return value.decode("latin-1")
     return ""
 
 
-async def _read_body(scope: dict[str, Any], receive: Callable[..., Awaitable[Any]], limit: int) -> bytes:
+async def read_body(scope: Mapping[str, Any], receive: Callable[..., Awaitable[Any]], limit: int) -> bytes:
     """The body, with the size limit enforced as it streams in (a Content-Length over it is refused unread)."""
     declared = _header(scope, b"content-length")
     if declared.isdigit() and int(declared) > limit:
