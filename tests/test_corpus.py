@@ -27,7 +27,8 @@ from jina_onnx.corpus import MANIFEST, REJECTED, CorpusError, embed_files
 
 
 def texts_for(count: int, seed: int) -> list[str]:
-    """Mixed lengths: mostly STS sentences, some 100-400-word passages, a few empty or non-ASCII."""
+    """Mixed lengths: mostly STS sentences, some 100-400-word passages, a few non-ASCII (an empty text is a bad
+    row: tests/test_no_traceback.py)."""
     sentences = load_sts()[0] + load_sts()[1]
     rng = random.Random(seed)
     out = []
@@ -35,7 +36,7 @@ def texts_for(count: int, seed: int) -> list[str]:
         if i % 50 == 7:
             out.append(" ".join(rng.choice(sentences) for _ in range(rng.randint(10, 40))))
         elif i % 500 == 3:
-            out.append(rng.choice(["", "Ünïcödé façade 日本語 😀"]))
+            out.append(rng.choice(["Ünïcödé façade 日本語 😀", "x"]))
         else:
             out.append(rng.choice(sentences))
     return out
@@ -160,8 +161,7 @@ def test_resume_after_sigkill_gives_the_same_output(artifact, tmp_path: Path) ->
         sys.executable,
         "-m",
         "jina_onnx",
-        "-q",
-        "embed",
+        "embed",  # as a user runs it: the progress bar on
         str(source),
         str(tmp_path / "out"),
         "-m",
@@ -187,7 +187,7 @@ def test_resume_after_sigkill_gives_the_same_output(artifact, tmp_path: Path) ->
     for name, mtime in first.items():
         assert (tmp_path / "out" / name).stat().st_mtime_ns == mtime  # finished shards were skipped
     assert not list((tmp_path / "out").glob(".*.tmp-*"))
-    subprocess.run(command[:6] + [str(tmp_path / "clean")] + command[7:], check=True, capture_output=True, timeout=300)
+    subprocess.run(command[:5] + [str(tmp_path / "clean")] + command[6:], check=True, capture_output=True, timeout=300)
     resumed, clean = read_output(tmp_path / "out"), read_output(tmp_path / "clean")
     assert set(resumed) == set(clean) == set(expected_ids(shards))
     for key, vector in clean.items():
@@ -245,7 +245,7 @@ def bad_corpus(tmp_path: Path) -> Path:
     (directory / "b.jsonl").write_text(
         '{"text": "ok"}\n{"text": 42}\n{"text": null}\n{broken\n{"other": "x"}\n{"text": "ok too"}\n'
     )
-    pq.write_table(pa.table({"text": ["a", None, "c"]}), directory / "c.parquet")
+    pq.write_table(pa.table({"text": ["a", None, "c", "", " \t"]}), directory / "c.parquet")
     return directory
 
 
@@ -292,10 +292,12 @@ def test_bad_rows_skipped_are_set_aside_with_their_reason(
         ("b.jsonl:1", "text is int, not a string"),
         ("b.jsonl:2", "text is null"),
         ("b.jsonl:3", "not valid JSON (Expecting property name enclosed in double quotes)"),
-        ("b.jsonl:4", "no 'text' field"),
+        ("b.jsonl:4", "no 'text' field (fields: 'other')"),
         ("c.parquet:1", "text is null"),
+        ("c.parquet:3", "empty text"),  # a vector of nothing: never embedded silently
+        ("c.parquet:4", "blank text (only whitespace)"),
     }
-    assert manifest["rows"] == 7 and manifest["rejected"] == 6
+    assert manifest["rows"] == 7 and manifest["rejected"] == 8
     table = pq.read_table(tmp_path / "out")
     assert sorted(table["id"].to_pylist()) == [
         "a.txt:0",
@@ -336,8 +338,7 @@ def test_cli_embed_prints_a_summary(artifact, tmp_path: Path, capsys) -> None:
     assert (
         main(
             [
-                "-q",
-                "embed",
+                "embed",  # the progress bar on, as a user runs it
                 str(source),
                 str(tmp_path / "out"),
                 "-m",
@@ -352,7 +353,13 @@ def test_cli_embed_prints_a_summary(artifact, tmp_path: Path, capsys) -> None:
         )
         == 0
     )
-    assert "3 texts embedded" in capsys.readouterr().out
+    out, err = capsys.readouterr()
+    assert out.startswith("3 texts embedded into") and "embed jina-embedding-t-en-v1: " in err
+    again = ["embed", str(source), str(tmp_path / "out"), "-m", str(artifact("t")), "--precision", "fp32"]
+    assert main([*again, "--device", "cpu", "--id-column", "n"]) == 0
+    # A rerun that skipped everything says so; it used to say "3 texts embedded".
+    out = capsys.readouterr().out
+    assert out.startswith("nothing to do: ") and "already holds all 1 input file (3 texts)" in out
     assert sorted(pq.read_table(tmp_path / "out")["id"].to_pylist()) == ["0", "1", "2"]
     assert main(["embed", str(source), str(tmp_path / "out"), "--workers", "0"]) == 1
 

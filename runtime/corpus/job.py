@@ -9,9 +9,9 @@ Crash safety: each shard is written to a hidden temporary name and renamed when 
 is either whole or absent; a rerun skips finished shards (after checking they were made by the same model
 and settings) and redoes the rest. A SIGKILL and a rerun give the same rows as one uninterrupted run.
 
-Bad rows (null, not a string, not valid UTF-8, a JSON line that does not parse or lacks the column) stop
-the job with the file and row, unless `on_bad_row="skip"`: then they go to `OUTPUT/_rejected.jsonl` with
-the reason. Nothing is dropped silently.
+Bad rows (null, not a string, empty or blank, not valid UTF-8, a JSON line that does not parse or lacks the
+column) stop the job with the file and row, unless `on_bad_row="skip"`: then they go to `OUTPUT/_rejected.jsonl`
+with the reason. Nothing is dropped silently.
 
 Needs pyarrow (the `ray` extra, or `pip install pyarrow`).
 
@@ -122,6 +122,7 @@ def read_rows(
         yield from _parquet_rows(path, text_column, id_column, chunk_rows)
         return
     chunk: list[Row] = []
+    first = True
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle):
             line = raw[:-1] if raw.endswith(b"\n") else raw
@@ -132,16 +133,35 @@ def read_rows(
                 else _json_row(path, number, line, text_column, id_column)
             )
             if len(chunk) == chunk_rows:
+                if first:
+                    _check_column(path, chunk, text_column)
+                    first = False
                 yield chunk
                 chunk = []
     if chunk:
+        if first:
+            _check_column(path, chunk, text_column)
         yield chunk
+
+
+def _check_column(path: Path, chunk: list[Row], text_column: str) -> None:
+    """Refuse a JSON Lines file whose first rows all lack the text field: a wrong --text-column, not bad rows
+    (skipping them would embed nothing, with exit 0)."""
+    missing = f"no {text_column!r} field (fields: "
+    reasons = [row.reason or "" for row in chunk]
+    if chunk and all(reason.startswith(missing) for reason in reasons):
+        fields = reasons[0][len(missing) : -1]
+        example = f", e.g. --text-column {fields.split(', ')[0].strip(chr(39))}" if fields != "none" else ""
+        raise CorpusError(
+            f"{path}: no row has a {text_column!r} field (the first has {fields}); name the text field with "
+            f"--text-column{example}"
+        )
 
 
 def _text_row(path: Path, number: int, line: bytes) -> Row:
     row_id = f"{path.name}:{number}"
     try:
-        return Row(row_id, line.decode("utf-8"))
+        return _checked(row_id, line.decode("utf-8"), "text")
     except UnicodeDecodeError as error:
         return Row(row_id, None, f"not valid UTF-8 (byte {error.start})")
 
@@ -160,15 +180,13 @@ def _json_row(path: Path, number: int, line: bytes, text_column: str, id_column:
         if record.get(id_column) is None:
             return Row(row_id, None, f"no {id_column!r} (the id column)")
         row_id = str(record[id_column])
-    return _checked(row_id, record.get(text_column, _MISSING), text_column)
-
-
-_MISSING = object()
+    if text_column not in record:
+        fields = ", ".join(map(repr, list(record)[:8])) or "none"
+        return Row(row_id, None, f"no {text_column!r} field (fields: {fields})")
+    return _checked(row_id, record[text_column], text_column)
 
 
 def _checked(row_id: str, value: object, text_column: str) -> Row:
-    if value is _MISSING:
-        return Row(row_id, None, f"no {text_column!r} field")
     if value is None:
         return Row(row_id, None, "text is null")
     if isinstance(value, bytes):
@@ -182,6 +200,9 @@ def _checked(row_id: str, value: object, text_column: str) -> Row:
         value.encode("utf-8")
     except UnicodeEncodeError:
         return Row(row_id, None, "not valid UTF-8 (lone surrogate)")
+    if not value.strip():
+        # An empty or blank text still gets a vector, one that says nothing about content: never silently.
+        return Row(row_id, None, "empty text" if not value else "blank text (only whitespace)")
     return Row(row_id, value)
 
 
@@ -261,8 +282,15 @@ def split_rows(path: Path, chunk: list[Row], settings: JobSettings, seen: int) -
 
 def bad_row_error(path: Path, rows: list[Row], first_number: int) -> CorpusError:
     index, row = next((i, r) for i, r in enumerate(rows) if r.text is None)
+    fix = "fix the input"
+    if row.reason and "--truncation refuse" in row.reason:
+        fix = "shorten it, let it be cut (--truncation right, the default)"
+    elif row.reason and row.reason.startswith(("empty", "blank")):
+        fix = "remove such lines"
+    elif row.reason and " field (fields: " in row.reason:
+        fix = "add the field, name the text field with --text-column,"
     return CorpusError(
-        f"{path}: row {first_number + index} (id {row.id}): {row.reason}; fix the input or pass "
+        f"{path}: row {first_number + index} (id {row.id}): {row.reason}; {fix} or pass "
         "--on-bad-row skip to set such rows aside in _rejected.jsonl"
     )
 

@@ -26,11 +26,16 @@ ENV = "JINA_ONNX_LOOPBACK_NETNS"  # set inside the namespace, so nothing tries t
 
 
 def in_loopback_namespace() -> bool:
-    """Whether this process's network has no interface but loopback (`lo`)."""
+    """Whether this process's network has no interface but loopback (`lo`).
+
+    Read from /proc/net/dev, which shows the calling process's network namespace; /sys/class/net shows the
+    namespace sysfs was mounted in (the host's, inside `unshare -rn`), which made `embed --ray` try to enter a
+    namespace from inside one and warn that it could not."""
     try:
-        return {p.name for p in Path("/sys/class/net").iterdir()} == {"lo"}
+        lines = Path("/proc/net/dev").read_text().splitlines()[2:]
     except OSError:
         return False
+    return {line.split(":", 1)[0].strip() for line in lines if ":" in line} == {"lo"}
 
 
 def loopback_argv(argv: list[str]) -> list[str] | None:

@@ -24,14 +24,17 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import logging
 import os
 import shutil
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from ..atomic import write_atomically
 from ..errors import InputError, require
@@ -362,90 +365,152 @@ def run_corpus_job(
         truncation,
         output_precision,
     )
-    if not ray.is_initialized():
+    with _ray_session(ray, address, num_cpus) as terminal:
+        check_capacity(
+            [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")],
+            workers,
+            cpus_per_worker,
+        )
+        for leftover in out.glob(".ray-staging-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        shutil.rmtree(out / REJECTED_PARTS, ignore_errors=True)
+        staging = out / f".ray-staging-{os.getpid()}"
+        started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
+        ds = ray.data.from_items([{"path": str(p.resolve())} for p in files], override_num_blocks=len(files))
+        # Read tasks take a quarter CPU: with whole CPUs they could starve beside the actors
+        # (docs/architecture.md, pitfall 9).
+        ds = ds.map_batches(
+            _read_shards, fn_kwargs={"settings": settings, "out": str(out.resolve())}, batch_size=1, num_cpus=READ_CPUS
+        )
+        ds = embed_dataset(
+            ds,
+            model=directory,
+            column="text",
+            precision=resolved.precision.value,
+            device=device,
+            workers=workers,
+            cpus_per_worker=cpus_per_worker,
+            threads=threads,
+            batch_size=batch_size,
+            normalize=settings.normalize,
+            ship=ship,
+            truncation=truncation,
+            output_precision=output_precision,
+        )
+        if not keep_text:
+            ds = ds.drop_columns(["text"])
+        tqdm = require("tqdm", "cpu") if show_progress else None
+        bar = (
+            tqdm.tqdm(desc=f"embed {manifest.name} on Ray", unit="text", smoothing=0.1, file=terminal) if tqdm else None
+        )
+        try:
+            watch(
+                lambda: ds.write_parquet(str(staging.resolve())),
+                _RowsWritten(staging),
+                stall_timeout=stall_timeout,
+                on_stall=ray.shutdown,
+                # `is not None`: a tqdm bar without a total refuses bool() (TypeError), which crashed every
+                # `embed --ray` run with its progress bar on.
+                report=lambda done, seconds: bar.update(done - bar.n) if bar is not None else None,
+                what=f"the Ray job ({workers} workers)",
+            )
+        except Exception as error:
+            shutil.rmtree(staging, ignore_errors=True)
+            found = corpus_error(error)
+            if found is not None:
+                # Ray appends its own advice on retries to the message: ours is the first line.
+                raise CorpusError(str(found).splitlines()[0]) from None
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        seconds = time.perf_counter() - clock
+        for old in existing:
+            old.unlink()
+        for written in sorted(staging.glob("*.parquet")):
+            os.replace(written, out / written.name)
+        shutil.rmtree(staging, ignore_errors=True)
+        merge_rejected(out, [shard_name(p) for p in files])
+        pq = require("pyarrow.parquet", "ray")
+        rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in out.glob("*.parquet"))
+        rejected = count_lines(out / REJECTED)
+
+        data = job_manifest(
+            settings,
+            manifest.dim,
+            device,
+            "onnxruntime",
+            {"all": {"input": str(source), "rows": rows, "rejected": rejected}},
+            started,
+            seconds,
+            rows,
+            runner=f"ray ({workers} workers)",
+        )
+        write_atomically(out / MANIFEST, json.dumps(data, indent=2) + "\n")
+        return data
+
+
+@contextlib.contextmanager
+def _ray_session(ray: Any, address: str | None, num_cpus: float | None) -> Iterator[TextIO]:
+    """Ray for one job: started (or joined) unless the caller runs one already, and shut down after the job,
+    failed or not: a failed job left its local Ray's DashboardAgent and RuntimeEnvAgent running.
+
+    Ray's own output stays off the terminal: its processes and its C++ core write to file descriptor 2 directly
+    (an "E" line about actor arguments, a failed IP lookup, Ray Data's "no available CPUs" while the actors hold
+    them), and Ray Data logs whole tracebacks of a task's error that we report in one line. While Ray runs,
+    descriptor 2 (and `sys.stderr` with it) goes to a log file, kept and named when the job fails; the stream
+    yielded is the terminal, for our progress bar."""
+    import sys
+
+    if ray.is_initialized():
+        yield sys.stderr
+        return
+    # Ray Data logs each run's start and end and misleading warnings at INFO/WARNING; the bar and our errors say
+    # what a user needs. Read when Ray Data sets up its logging, on its first import.
+    os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
+    with contextlib.ExitStack() as stack:
+        terminal = stack.enter_context(_stderr_to_file())
         ray.init(
             address=address,
             num_cpus=num_cpus if address is None else None,
             include_dashboard=False,
             log_to_driver=False,
+            logging_level=logging.WARNING,
         )
-    check_capacity(
-        [float(node["Resources"].get("CPU", 0)) for node in ray.nodes() if node.get("Alive")], workers, cpus_per_worker
-    )
-    for leftover in out.glob(".ray-staging-*"):
-        shutil.rmtree(leftover, ignore_errors=True)
-    shutil.rmtree(out / REJECTED_PARTS, ignore_errors=True)
-    staging = out / f".ray-staging-{os.getpid()}"
-    started, clock = dt.datetime.now(dt.timezone.utc), time.perf_counter()
-    ds = ray.data.from_items([{"path": str(p.resolve())} for p in files], override_num_blocks=len(files))
-    # Read tasks take a quarter CPU: with whole CPUs they could starve beside the actors
-    # (docs/architecture.md, pitfall 9).
-    ds = ds.map_batches(
-        _read_shards, fn_kwargs={"settings": settings, "out": str(out.resolve())}, batch_size=1, num_cpus=READ_CPUS
-    )
-    ds = embed_dataset(
-        ds,
-        model=directory,
-        column="text",
-        precision=resolved.precision.value,
-        device=device,
-        workers=workers,
-        cpus_per_worker=cpus_per_worker,
-        threads=threads,
-        batch_size=batch_size,
-        normalize=settings.normalize,
-        ship=ship,
-        truncation=truncation,
-        output_precision=output_precision,
-    )
-    if not keep_text:
-        ds = ds.drop_columns(["text"])
-    tqdm = require("tqdm", "cpu") if show_progress else None
-    bar = tqdm.tqdm(desc=f"embed {manifest.name} on Ray", unit="text", smoothing=0.1) if tqdm else None
-    try:
-        watch(
-            lambda: ds.write_parquet(str(staging.resolve())),
-            _RowsWritten(staging),
-            stall_timeout=stall_timeout,
-            on_stall=ray.shutdown,
-            # `is not None`: a tqdm bar without a total refuses bool() (TypeError), which crashed every
-            # `embed --ray` run with its progress bar on.
-            report=lambda done, seconds: bar.update(done - bar.n) if bar is not None else None,
-            what=f"the Ray job ({workers} workers)",
-        )
-    except Exception as error:
-        shutil.rmtree(staging, ignore_errors=True)
-        found = corpus_error(error)
-        if found is not None:
-            raise CorpusError(str(found)) from None
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-    seconds = time.perf_counter() - clock
-    for old in existing:
-        old.unlink()
-    for written in sorted(staging.glob("*.parquet")):
-        os.replace(written, out / written.name)
-    shutil.rmtree(staging, ignore_errors=True)
-    merge_rejected(out, [shard_name(p) for p in files])
-    pq = require("pyarrow.parquet", "ray")
-    rows = sum(pq.ParquetFile(str(p)).metadata.num_rows for p in out.glob("*.parquet"))
-    rejected = count_lines(out / REJECTED)
+        stack.callback(ray.shutdown)
+        context = ray.data.DataContext.get_current()
+        context.enable_progress_bars = False  # ours reports the job
+        context.enable_operator_progress_bars = False
+        context.print_on_execution_start = False
+        context.enable_auto_log_stats = False
+        yield terminal
 
-    data = job_manifest(
-        settings,
-        manifest.dim,
-        device,
-        "onnxruntime",
-        {"all": {"input": str(source), "rows": rows, "rejected": rejected}},
-        started,
-        seconds,
-        rows,
-        runner=f"ray ({workers} workers)",
-    )
-    write_atomically(out / MANIFEST, json.dumps(data, indent=2) + "\n")
-    return data
+
+@contextlib.contextmanager
+def _stderr_to_file() -> Iterator[TextIO]:
+    """Descriptor 2 into a temporary log while the block runs; yields a stream on the former descriptor 2 (the
+    terminal). The log is removed unless the block fails."""
+    import sys
+
+    sys.stderr.flush()
+    handle = tempfile.NamedTemporaryFile(prefix="jina-onnx-ray-", suffix=".log", delete=False)
+    saved = os.dup(2)
+    os.dup2(handle.fileno(), 2)
+    terminal = open(saved, "w", buffering=1, encoding=sys.stderr.encoding, errors="backslashreplace", closefd=False)
+    failed = True
+    try:
+        yield terminal
+        failed = False
+    finally:
+        sys.stderr.flush()
+        terminal.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        handle.close()
+        if failed:
+            logging.getLogger("jina_onnx").error("jina-onnx: Ray's own output is in %s", handle.name)
+        else:
+            os.unlink(handle.name)
 
 
 class _RowsWritten:
