@@ -103,7 +103,7 @@ def export_model(
     name = name or resolved.name
     out = Path(out_dir).expanduser() if out_dir is not None else home_dir(cache_dir) / name
     if out.exists() and not overwrite:
-        raise ExportError(f"{out} already exists; pass overwrite=True (--overwrite) to replace it")
+        raise ExportError(f"{out} already exists; pass overwrite=True to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_staging(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))

@@ -44,6 +44,8 @@ def resolve_source(
         repo_id, name = spec.hub_id, spec.name
     elif text.count("/") == 1 and not text.startswith((".", "/", "~")):
         repo_id, name = text, text.split("/")[1]
+    elif text.startswith((".", "/", "~")) and not local.exists():
+        raise ExportError(f"{local}: no such directory; pass a checkpoint directory or a hub id")
     else:
         raise ExportError(
             f"source {text!r} is neither a directory nor a hub id; pass a checkpoint directory, a hub id "

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jina_onnx.errors import ExportError, require
+from jina_onnx.errors import ExportError, JinaOnnxError, require
 from jina_onnx.registry import Architecture, ModelSpec, find_spec
 
 T5_VOCAB = 32128  # the config's vocabulary (32000 sentencepieces + 100 sentinels, padded)
@@ -217,3 +217,38 @@ def _write_t5_tokenizer(out: Path, corpus: Sequence[str] | None) -> None:
             indent=2,
         )
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m jina_onnx.export.synthetic SIZE DIR`: write a checkpoint to export offline; prints DIR.
+
+    Example:
+        >>> main(["t", "/tmp/ckpt-t"])  # doctest: +SKIP
+        /tmp/ckpt-t
+        0
+    """
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        prog="python -m jina_onnx.export.synthetic",
+        description="Write a checkpoint with a Jina v1 model's exact config and seeded random weights (same files, "
+        "same compute, other numbers), for exporting and benchmarking without the Hugging Face Hub.",
+    )
+    parser.add_argument("model", help="t, s, b, l or a full name (jina-embedding-t-en-v1)")
+    parser.add_argument("directory", help="where to write it (created)")
+    parser.add_argument("--seed", type=int, default=0, help="the weights' torch seed (0)")
+    args = parser.parse_args(argv)
+    try:
+        print(write_checkpoint(args.model, args.directory, seed=args.seed))
+    except JinaOnnxError as e:  # an unknown model, a missing `export` extra
+        print(f"jina-onnx: error: {e}", file=sys.stderr)
+        return 1
+    except OSError as e:
+        print(f"jina-onnx: error: {e.filename or args.directory}: {e.strerror or e}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

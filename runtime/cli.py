@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
+import re
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .errors import JinaOnnxError
 
@@ -19,6 +22,7 @@ EXIT_CODES = """exit codes:
   1    a user error: bad input, a missing model or file, a failed check (one line on stderr says what to do)
   2    a wrong option or argument (the usage line says which)
   3    the Hugging Face Hub could not be reached (export)
+  4    an internal error: a bug in jina-onnx (please report it; JINA_ONNX_DEBUG=1 prints the traceback)
   130  interrupted (Ctrl-C)"""
 
 SEED_A = "how is the weather today"
@@ -26,7 +30,7 @@ SEED_B = "What is the current weather like today?"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns 0 on success, 1 on a user error, 3 when the hub is unreachable."""
+    """Run the CLI; returns an exit code of EXIT_CODES (0 on success, 1 on a user error, ...)."""
     parser = _parser()
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # to run the same command again (embed --ray)
@@ -34,7 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except JinaOnnxError as e:
-        print(f"jina-onnx: error: {e}", file=sys.stderr)
+        print(f"jina-onnx: error: {cli_words(str(e))}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
         print("jina-onnx: interrupted", file=sys.stderr)
@@ -42,10 +46,58 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         # The reader went away (`jina-onnx encode ... | head -1`): that is how pipes end, not an error.
         # Point stdout at /dev/null so the interpreter's final flush does not raise again.
-        import os
-
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:
+        # The file system said no (a missing folder, no permission, a full disk): the path and the reason are
+        # the whole story for a user.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"jina-onnx: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 1
+    except Exception as e:
+        # No user input should get here (tests/test_no_traceback.py tries to); if something does, it is our
+        # bug: one line that says so, and the traceback for the report when asked for.
+        if os.environ.get("JINA_ONNX_DEBUG"):
+            raise
+        print(
+            f"jina-onnx: internal error: {type(e).__name__}: {e} (a bug in jina-onnx: please report it with the "
+            "command; JINA_ONNX_DEBUG=1 prints the traceback)",
+            file=sys.stderr,
+        )
+        return 4
+
+
+# The library's keyword arguments that are CLI options: a message written for Python (`pass truncation='right'`)
+# is shown on the CLI in the option's words (`pass --truncation right`).
+_OPTIONS = (
+    "threads|batch_size|device|precision|backend|truncation|normalize|output_precision|overwrite|on_bad_row"
+    "|text_column|id_column|workers|cpus_per_worker|stall_timeout"
+)
+_KEYWORD = re.compile(rf"(?<![\w-])({_OPTIONS})=('([^']*)'|[\w.+-]+)")
+
+
+def cli_words(message: str) -> str:
+    """A library message in the CLI's words: keyword arguments become the options that set them.
+
+    Example:
+        >>> cli_words("data[0] is long; pass truncation='right' (or threads=None, overwrite=True, normalize=False)")
+        'text 1 is long; pass --truncation right (or no --threads, --overwrite, --no-normalize)'
+    """
+
+    def option(match: re.Match[str]) -> str:
+        flag = "--" + match.group(1).replace("_", "-")
+        value = match.group(3) if match.group(3) is not None else match.group(2)
+        if value == "True":
+            return flag
+        if value == "False":
+            return f"--no-{flag[2:]}"
+        if value == "None":
+            return f"no {flag}"
+        return f"{flag} {value}"
+
+    # data[i]: `encode(data=...)`'s i-th text; on the CLI, the i-th text given (counted from 1).
+    message = re.sub(r"\bdata\[(\d+)\]", lambda m: f"text {int(m.group(1)) + 1}", message)
+    return _KEYWORD.sub(option, message)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -60,14 +112,22 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
+def _no_progress(record: logging.LogRecord) -> bool:
+    return not getattr(record, "progress", False)
+
+
 def _configure_logging(quiet: bool) -> None:
     # Only jina-onnx's own progress lines; the libraries it drives (ORT's optimizer and quantizer
     # log every fused node at INFO) stay at their WARNING default.
     logger = logging.getLogger("jina_onnx")
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if isinstance(h, _StderrHandler)), None)
+    if handler is None:
         handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         logger.addHandler(handler)
+    # -q: results and errors only; a progress note (`extra={"progress": True}`: a first load measuring) is
+    # a warning so that library users see it, but no error.
+    handler.filters = [_no_progress] if quiet else []
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
 
@@ -196,9 +256,9 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="OpenAI-compatible embeddings server (needs the `serve` extra)",
-        description="Serve /v1/embeddings (OpenAI), /embed (TEI), /v1/models, /health and "
-        "/metrics, batching concurrent requests. SIGTERM finishes requests in "
-        "flight, then exits.",
+        description="Serve embeddings over HTTP, batching concurrent requests: POST /v1/embeddings (OpenAI), "
+        "POST /embed, POST / and POST /tokenize, GET /info (Hugging Face TEI), GET /v1/models, GET /health and "
+        "GET /metrics (Prometheus). SIGTERM finishes requests in flight, then exits.",
     )
     serve.add_argument(
         "--model",
@@ -314,10 +374,12 @@ def _embed(args: argparse.Namespace) -> int:
         value = getattr(args, option)
         if value is not None and value < 1:
             raise InputError(f"--{option.replace('_', '-')}={value} must be a positive integer")
-    if args.cpus_per_worker <= 0:
-        raise InputError(f"--cpus-per-worker={args.cpus_per_worker} must be positive")
-    if args.stall_timeout <= 0:
+    if not args.cpus_per_worker > 0 or args.cpus_per_worker == float("inf"):  # also refuses nan
+        raise InputError(f"--cpus-per-worker={args.cpus_per_worker} must be a positive number")
+    if not args.stall_timeout > 0:
         raise InputError(f"--stall-timeout={args.stall_timeout} must be positive (seconds)")
+    if Path(args.output).exists() and not Path(args.output).is_dir():
+        raise InputError(f"OUTPUT {args.output} is a file; the job writes a directory: give a new or existing folder")
     options = {
         "precision": args.precision,
         "batch_size": args.batch_size,
@@ -378,16 +440,32 @@ def _embed(args: argparse.Namespace) -> int:
             show_progress=not args.quiet,
             **options,
         )
-    print(
-        f"{manifest['rows']} texts embedded into {args.output} ({manifest['rejected']} rejected, "
-        f"{manifest['seconds']:.1f} s this run)"
-    )
+    print(_summary(manifest, args.output))
+    if manifest["rows"] == 0 and manifest["rejected"]:
+        logging.getLogger("jina_onnx").warning(
+            "jina-onnx: every row was rejected: the reasons are in %s", Path(args.output) / "_rejected.jsonl"
+        )
     return 0
 
 
-def _serve(args: argparse.Namespace) -> int:
-    import os
+def _summary(manifest: dict, output: str) -> str:
+    """The last line of `embed`: what this run did, and what OUTPUT holds."""
+    shards = manifest["shards"].values()
+    done = manifest["embedded_this_run"]
+    rejected = f", {manifest['rejected']} rejected" if manifest["rejected"] else ""
+    if shards and all(shard.get("resumed") for shard in shards):
+        return (
+            f"nothing to do: {output} already holds all {len(shards)} input file{'s' * (len(shards) != 1)} "
+            f"({manifest['rows']} texts{rejected}); --overwrite redoes them"
+        )
+    resumed = sum(bool(shard.get("resumed")) for shard in shards)
+    kept = (
+        f"; {resumed} input file{'s' * (resumed != 1)} done before ({manifest['rows']} texts in all)" if resumed else ""
+    )
+    return f"{done} texts embedded into {output} in {manifest['seconds']:.1f} s{rejected}{kept}"
 
+
+def _serve(args: argparse.Namespace) -> int:
     from .errors import InputError
 
     for option in (
@@ -400,10 +478,11 @@ def _serve(args: argparse.Namespace) -> int:
         "workers",
     ):
         value = getattr(args, option)
-        if value is not None and (
-            value < (0 if option == "port" else 1) or value > (65535 if option == "port" else 1 << 40)
-        ):
-            raise InputError(f"--{option.replace('_', '-')}={value} is out of range")
+        low, high = {"port": (0, 65535), "workers": (1, 64), "batches_in_flight": (1, 64)}.get(option, (1, 1 << 40))
+        if value is not None and value > high == 64:
+            continue  # said below, with why
+        if value is not None and not low <= value <= high:
+            raise InputError(f"--{option.replace('_', '-')}={value} is out of range: use {low} to {high}")
     if args.batches_in_flight is not None and args.batches_in_flight > 64:
         raise InputError(
             f"--batches-in-flight={args.batches_in_flight} is over 64: each batch in flight takes a "
@@ -413,8 +492,11 @@ def _serve(args: argparse.Namespace) -> int:
         raise InputError(
             f"--workers={args.workers} is over 64: each worker loads its own model copy; use at most the cores"
         )
-    if args.max_batch_wait_ms < 0:
-        raise InputError(f"--max-batch-wait-ms={args.max_batch_wait_ms} must be 0 or more")
+    repeated = next((m for i, m in enumerate(args.model or []) if m in args.model[:i]), None)
+    if repeated is not None:
+        raise InputError(f"-m {repeated} is given twice; name each model once")
+    if not 0 <= args.max_batch_wait_ms <= 10_000:  # also refuses nan
+        raise InputError(f"--max-batch-wait-ms={args.max_batch_wait_ms} is out of range: use 0 to 10000 (ms)")
     from .serve import Limits, serve
 
     limits = Limits(
@@ -442,15 +524,34 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
+    from .errors import JinaOnnxError
+    from .manifest import load_manifest
     from .registry import home_dir, list_models
 
+    home = home_dir()
     print(f"{'name':<26} {'hub id':<32} {'arch':<11} {'dims':>5} {'layers':>6} {'params':>6}  exported")
+    known = set()
     for spec in list_models():
-        exported = "yes" if (home_dir() / spec.name / "manifest.json").is_file() else "no"
+        known.add(spec.name)
+        exported = "yes" if (home / spec.name / "manifest.json").is_file() else "no"
         print(
             f"{spec.name:<26} {spec.hub_id:<32} {spec.architecture.value:<11} {spec.dim:>5} {spec.layers:>6} "
             f"{spec.params:>6}  {exported}"
         )
+    # Models exported under other names (`jina-onnx export CHECKPOINT --name NAME`) load by that name as well.
+    others = sorted(p for p in home.glob("*/manifest.json") if p.parent.name not in known) if home.is_dir() else []
+    for path in others:
+        try:
+            manifest = load_manifest(path.parent)
+        except JinaOnnxError as e:
+            print(f"{path.parent.name:<26} {'-':<32} {'-':<11} {'-':>5} {'-':>6} {'-':>6}  damaged: {e}")
+            continue
+        source = manifest.source.location if manifest.source.kind == "hub" else "-"
+        print(
+            f"{path.parent.name:<26} {source:<32} {manifest.architecture.value:<11} {manifest.dim:>5} {'-':>6} "
+            f"{'-':>6}  yes"
+        )
+    logging.getLogger("jina_onnx").info("jina-onnx: exported models live in %s ($JINA_ONNX_HOME)", home)
     return 0
 
 
@@ -484,7 +585,8 @@ def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
 def _encode(args: argparse.Namespace) -> int:
     import numpy as np
 
-    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
+    output = _npy_target(args.output) if args.output else None  # checked before the model loads
+    texts = _texts(args)
     model = _load(args)
     embeddings = model.encode(
         texts,
@@ -493,9 +595,9 @@ def _encode(args: argparse.Namespace) -> int:
         truncation=args.truncation,
         output_precision=args.output_precision,
     )
-    if args.output:
-        np.save(args.output, embeddings)
-        logging.getLogger("jina_onnx").info("jina-onnx: wrote %s %s", args.output, embeddings.shape)
+    if output is not None:
+        np.save(output, embeddings)
+        logging.getLogger("jina_onnx").info("jina-onnx: wrote %s %s", output, embeddings.shape)
     else:
         integers = np.issubdtype(embeddings.dtype, np.integer)
         for text, vector in zip(texts, embeddings):
@@ -504,8 +606,53 @@ def _encode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _npy_target(output: str) -> str:
+    """Where `np.save` will write --output (it adds .npy to a name without it); refuses what it cannot write."""
+    from .errors import InputError
+
+    target = Path(output)
+    if target.is_dir():
+        raise InputError(f"--output {output} is a directory; give a file name such as {target / 'embeddings.npy'}")
+    if target.suffix != ".npy":
+        target = target.with_name(target.name + ".npy")
+    if not target.parent.is_dir():
+        raise InputError(f"--output {output}: the folder {target.parent} does not exist; create it or pick another")
+    return str(target)
+
+
+def _texts(args: argparse.Namespace) -> list[str]:
+    """The texts given as arguments, else stdin's lines; an empty or blank one is embedded but never silently."""
+    from .errors import InputError
+
+    if args.texts:
+        texts = list(args.texts)
+    else:
+        if sys.stdin.isatty():
+            print("jina-onnx: reading texts from stdin, one per line (Ctrl-D ends)", file=sys.stderr)
+        try:
+            texts = [line.rstrip("\r\n") for line in sys.stdin]
+        except UnicodeDecodeError as e:
+            raise InputError(f"stdin is not UTF-8 text (byte {e.start} of a line): pass text, one per line") from None
+        if not texts:
+            raise InputError("no texts: give them as arguments or one per line on stdin")
+    _warn_blank(texts)
+    return texts
+
+
+def _warn_blank(texts: list[str]) -> None:
+    blank = [i for i, text in enumerate(texts) if not text.strip()]
+    if blank:
+        where = ", ".join(str(i + 1) for i in blank[:5]) + (" ..." if len(blank) > 5 else "")
+        logging.getLogger("jina_onnx").warning(
+            "jina-onnx: %d of %d texts are empty or blank (text %s); their vectors say nothing about content",
+            len(blank),
+            len(texts),
+            where,
+        )
+
+
 def _tokens(args: argparse.Namespace) -> int:
-    texts = list(args.texts) or [line.rstrip("\n") for line in sys.stdin]
+    texts = _texts(args)
     counts = _load(args).count_tokens(texts, truncation=args.truncation)
     if args.total:
         print(int(counts.sum()))
@@ -530,6 +677,7 @@ def _verify(args: argparse.Namespace) -> int:
 def _similarity(args: argparse.Namespace) -> int:
     from .similarity import cos_sim
 
+    _warn_blank([args.text_a, args.text_b])
     model = _load(args)
     a, b = model.encode([args.text_a, args.text_b], truncation=args.truncation)
     print(f"{cos_sim(a, b):.6f}")

@@ -86,6 +86,17 @@ def settle(
                 opened.pop(option)
             facts = dataclasses.replace(facts, bf16_gate=not failed, bf16_failure=failed)
         elif plan.measure:
+            # A few silent seconds on a first load look like a hang: one line says what and why (a warning, so
+            # Python shows it without any logging set up; `jina-onnx -q` hides it, as it hides progress).
+            log.warning(
+                "jina-onnx: measuring %s of %s once on this machine to pick the fastest (%s); later loads reuse "
+                "the result from %s, and a named precision skips this",
+                " vs ".join(option.label for option in plan.measure),
+                manifest.name,
+                request.objective,
+                cache_dir,
+                extra={"progress": True},
+            )
             models = [get(option) for option in plan.measure]
             measured = dict(zip((o.label for o in plan.measure), checks.measure(models, request.objective)))
             checks.store_speeds(cache_dir, _speed_keys(manifest, request.objective, threads, plan.measure), measured)

@@ -406,9 +406,9 @@ class EmbeddingModel:
         if len(over):
             index = int(over[0])
             raise InputTooLongError(
-                f"data[{index + offset}] has {int(lengths[index])} tokens, over the limit of {limit}"
+                f"data[{index + offset}] has {int(lengths[index])} tokens, over the model's limit of {limit}"
                 f"{f' ({len(over)} inputs are)' if len(over) > 1 else ''}; shorten it, or pass truncation='right' "
-                "or 'left' to cut it",
+                "(or truncation='left') to cut it",
                 index=index + offset,
                 tokens=int(lengths[index]),
                 limit=limit,
@@ -690,6 +690,17 @@ def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.P
             f"model {str(name_or_path)!r} is not a known model name, an exported model in {home_dir(cache_dir)} or a "
             f"directory{f'; did you mean {close[0]!r}?' if close else ''}. Known names: {', '.join(known)} "
             f"(jina-onnx models); another checkpoint: jina-onnx export PATH_OR_HUB_ID --name {name_or_path}"
+        )
+    if given.exists():  # a file where an artifact directory goes: exporting it would fail as well
+        raise ModelNotFoundError(
+            f"{given} is a file, not a model: give an artifact directory (the one `jina-onnx export` wrote) or a "
+            "model name from `jina-onnx models`"
+        )
+    if given.is_absolute() or str(name_or_path).startswith((".", "~")):
+        # A path that is not there: the export hint would fail the same way, so say what is missing.
+        raise ModelNotFoundError(
+            f"{given}: no such directory; give an artifact directory (the one `jina-onnx export` wrote) or a model "
+            "name from `jina-onnx models`"
         )
     cache_flag = f" --out {candidate}" if cache_dir is not None else ""
     source = spec.hub_id if spec else str(name_or_path)

@@ -66,11 +66,12 @@ def verify_artifact(directory: str | Path, against: str | Path | None = None) ->
         for name, expected in files:
             checks.append(_checksum(directory, name, expected))
     if against is not None:
-        texts, reference_name = list(PROBE_TEXTS), f"torch fp32 ({against})"
+        texts = list(PROBE_TEXTS)
         try:
             reference = _torch_reference(Path(against).expanduser(), texts)
         except JinaOnnxError as e:  # not a checkpoint, or the export extra missing: say so as a failed check
             return [*checks, Check("reference", False, str(e))]
+        reference_name = f"PyTorch fp32 run now on {against}"
     elif manifest.probe is None:
         if not foreign:
             checks.append(Check("probe", False, "the manifest records no probe set; re-export to get one"))
@@ -79,6 +80,10 @@ def verify_artifact(directory: str | Path, against: str | Path | None = None) ->
         probe = json.loads(safe_member(directory, manifest.probe.file).read_text(encoding="utf-8"))
         texts, reference_name = probe["texts"], probe["reference"]
         reference = np.asarray(probe["embeddings"], dtype=np.float32)
+    # Which reference the probes below are measured against: the one stored at export, or PyTorch run now.
+    stored = f" embeddings stored at export ({manifest.probe.file})" if manifest.probe is not None else ""
+    source = reference_name if against is not None else reference_name + stored
+    checks.append(Check("reference", True, f"{source}, {len(texts)} probe texts"))
     for precision, variant in manifest.variants.items():
         label = f"{precision.value} probe"
         try:

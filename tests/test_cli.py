@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -119,3 +120,41 @@ def test_exit_codes_are_the_documented_ones(capsys) -> None:
     assert EXIT_CODES in capsys.readouterr().out
     for code in ("0 success", "1 a user error", "2 a wrong option", "3 the Hub", "130 interrupted"):
         assert code in readme
+
+
+def test_a_first_load_that_measures_says_so_in_one_line(artifact, tmp_path: Path) -> None:
+    """Python shows it with no logging set up; a load that reuses the measurement, and `jina-onnx -q`, do not."""
+    code = f"from jina_onnx import build_model; build_model({str(artifact('t'))!r}, device='cpu')"
+    env = {**os.environ, "JINA_ONNX_HOME": str(tmp_path / "home")}
+
+    def stderr(*argv: str) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=True).stderr
+
+    first = stderr(sys.executable, "-c", code)
+    assert [line for line in first.splitlines() if line.strip()] == [first.strip()], first
+    assert first.startswith("jina-onnx: measuring onnxruntime int8 on cpu vs ") and "to pick the fastest" in first
+    assert stderr(sys.executable, "-c", code) == ""
+    env["JINA_ONNX_HOME"] = str(tmp_path / "other-home")
+    assert stderr(sys.executable, "-m", "jina_onnx", "-q", "encode", "-m", str(artifact("t")), "a") == ""
+
+
+def test_models_lists_models_exported_under_other_names(artifact, tmp_path: Path, monkeypatch, capsys) -> None:
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
+    shutil.copytree(artifact("t"), tmp_path / "my-notes-model")
+    (tmp_path / "half-copied").mkdir()
+    (tmp_path / "half-copied" / "manifest.json").write_text("{")
+    assert main(["models"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    mine = next(line for line in lines if line.startswith("my-notes-model "))
+    assert mine.split()[-1] == "yes" and " 312 " in mine
+    assert any(line.startswith("half-copied ") and "damaged: " in line for line in lines)
+    assert main(["encode", "-m", "my-notes-model", "hello"]) == 0  # and it loads by that name
+
+
+def test_verify_says_which_reference_it_measured_against(artifact, checkpoint, capsys) -> None:
+    assert main(["verify", str(artifact("t"))]) == 0
+    stored = capsys.readouterr().out
+    assert "ok   reference: torch fp32 embeddings stored at export (probe.json), " in stored
+    assert main(["verify", str(artifact("t")), "--against", str(checkpoint("t"))]) == 0
+    now = capsys.readouterr().out
+    assert f"ok   reference: PyTorch fp32 run now on {checkpoint('t')}, " in now and "stored at export" not in now

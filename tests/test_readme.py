@@ -35,9 +35,9 @@ def shell_lines() -> list[str]:
     lines = []
     for block in blocks("bash"):
         for line in block.replace("\\\n", " ").splitlines():
-            command = line.split("  #")[0].split(" # ")[0].strip()
-            if command:
-                lines.append(command)
+            for command in line.split("  #")[0].split(" # ")[0].split(" && "):  # `a && b`: two commands
+                if command.strip():
+                    lines.append(command.strip())
     return lines
 
 

@@ -39,7 +39,9 @@ def test_left_keeps_the_last_tokens_exactly_as_cutting_by_hand(artifact, size: s
 def test_refuse_names_the_input_and_its_token_count(artifact) -> None:
     model = build_model(artifact("t"), device="cpu", precision="fp32")
     count = int(model.tokenizer.count([LONG])[0])
-    with pytest.raises(InputTooLongError, match=rf"data\[2\] has {count} tokens, over the limit of 512") as raised:
+    with pytest.raises(
+        InputTooLongError, match=rf"data\[2\] has {count} tokens, over the model.s limit of 512"
+    ) as raised:
         model.encode(["a", "b", LONG], truncation="refuse")
     assert (raised.value.index, raised.value.tokens, raised.value.limit) == (2, count, 512)
     with pytest.raises(InputTooLongError, match=r"data\[5\] has"):  # counted across the stream's chunks
@@ -72,7 +74,7 @@ def test_cli_encode_and_tokens_take_the_same_words(artifact, capsys) -> None:
     row = json.loads(capsys.readouterr().out.splitlines()[0])
     np.testing.assert_allclose(row["embedding"], model.encode([LONG], truncation="left")[0], atol=1e-6)
     assert main(["-q", "encode", *options, "--truncation", "refuse", "ok", LONG]) == 1
-    assert "data[1] has" in capsys.readouterr().err
+    assert "text 2 has" in capsys.readouterr().err  # in the CLI's words: the second text given
     assert main(["-q", "tokens", *options, "how is the weather today", LONG]) == 0
     counts = [json.loads(line)["tokens"] for line in capsys.readouterr().out.splitlines()]
     assert counts == model.count_tokens(["how is the weather today", LONG]).tolist()

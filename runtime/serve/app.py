@@ -182,7 +182,7 @@ def create_app(
 
     async def tei_tokenize(request: Request) -> Response:
         body = parse_body(await read_body(request.scope, request.receive, limits.max_request_bytes))
-        check_fields(body, {"inputs", "add_special_tokens", "model", "prompt_name"})
+        check_fields(body, {"inputs", "add_special_tokens", "model", "prompt_name"}, "inputs")
         texts = texts_of(body.get("inputs"), "inputs")
         if len(texts) > limits.max_inputs_per_request:
             raise ApiError(413, f"{len(texts)} inputs is over the limit of {limits.max_inputs_per_request} per request")

@@ -177,7 +177,7 @@ class EmbeddingRoutes:
         return name
 
     def openai(self, body: dict[str, Any], gone: Callable[[], bool]) -> Answer:
-        check_fields(body, OPENAI_FIELDS)
+        check_fields(body, OPENAI_FIELDS, "input")
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise ApiError(400, f"encoding_format {encoding!r} is not supported: use 'float' or 'base64'")
@@ -215,7 +215,7 @@ class EmbeddingRoutes:
         return self._submit(name, body, "input", finish, gone)
 
     def tei(self, body: dict[str, Any], gone: Callable[[], bool]) -> Answer:
-        check_fields(body, TEI_FIELDS)
+        check_fields(body, TEI_FIELDS, "inputs")
         if body.get("prompt_name") is not None:
             raise ApiError(400, "prompt_name is not supported: these models take no prompts")
         normalize = body.get("normalize", True)  # TEI's default

@@ -153,8 +153,9 @@ def check_dimensions(dimensions: Any, model: str, dim: int) -> None:
         )
 
 
-def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
-    """ApiError(400) naming the fields of `body` this route does not take (a typo is never ignored silently).
+def check_fields(body: dict[str, Any], allowed: set[str], required: str | None = None) -> None:
+    """ApiError(400) naming the fields of `body` this route does not take (a typo is never ignored silently),
+    or the `required` field (the texts) when it is missing.
 
     Example:
         >>> check_fields({"input": "x", "temperature": 1}, {"input", "model"})
@@ -162,6 +163,9 @@ def check_fields(body: dict[str, Any], allowed: set[str]) -> None:
         ...
         jina_onnx.serve.requests.ApiError: unsupported field(s): temperature
     """
+    if required is not None and required not in body:
+        sent = ", ".join(sorted(body)) or "no fields"
+        raise ApiError(400, f'no "{required}" field: send the texts to embed as "{required}" (the request has {sent})')
     unknown = set(body) - allowed
     if unknown:
         raise ApiError(400, f"unsupported field(s): {', '.join(sorted(unknown))}")
