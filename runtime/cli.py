@@ -128,6 +128,8 @@ def _configure_logging(quiet: bool) -> None:
     # -q: results and errors only; a progress note (`extra={"progress": True}`: a first load measuring) is
     # a warning so that library users see it, but no error.
     handler.filters = [_no_progress] if quiet else []
+    if quiet:  # huggingface_hub's download bars (a model by Hub id); read when it is imported, after this
+        os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
     logger.setLevel(logging.WARNING if quiet else logging.INFO)
     logger.propagate = False
 

@@ -157,6 +157,12 @@ def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:
     return digest.hexdigest()
 
 
+def _inside(target: Path, root: Path) -> bool:
+    if target.is_relative_to(root):
+        return True
+    return root.parent.name == "snapshots" and target.is_relative_to(root.parent.parent / "blobs")
+
+
 def safe_member(directory: Path, name: str) -> Path:
     """Resolve a file name from a manifest, refusing any that would leave the artifact directory."""
     pure = PurePosixPath(name)
@@ -166,8 +172,9 @@ def safe_member(directory: Path, name: str) -> Path:
             "re-export the model"
         )
     path = directory / pure
-    # A symlink inside the artifact must not lead out of it either.
-    if path.is_symlink() and not path.resolve().is_relative_to(directory.resolve()):
+    # A symlink inside the artifact must not lead out of it either, except a Hub snapshot's links into its
+    # repository's blobs (huggingface_hub's cache: repo/snapshots/COMMIT/name -> repo/blobs/ETAG).
+    if path.is_symlink() and not _inside(path.resolve(), directory.resolve()):
         raise ArtifactError(f"{path}: a symlink to {path.resolve()}, outside the artifact directory; re-export")
     return path
 

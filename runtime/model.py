@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import hostpath
+from . import hostpath, hub
 from .batching import (
     DEVICE_DEFAULTS,
     IndexArray,
@@ -103,7 +103,7 @@ class EmbeddingModel:
         self.backend = backend
         self.device = device
         self.device_id = device_id
-        self.onnx_path = safe_member(directory, variant.file)
+        self.onnx_path = hub.fetch(directory, variant.file, variant.sha256)  # from the Hub if opened there
         self.tokenizer = TextTokenizer(
             _checked_tokenizer_path(directory, manifest), manifest.max_length, manifest.tokenizer.pad_id
         )
@@ -550,11 +550,16 @@ def build_model(
     backend: str = "auto",
     host_workers: int | None = None,
     optimize_for: str = "throughput",
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
 ) -> EmbeddingModel:
     """Load an exported model: what runs is decided by `jina_onnx.loadplan` and logged once with its reason.
 
     Args:
-        name_or_path: a model name (looked up in `cache_dir`) or an artifact directory.
+        name_or_path: a model name (looked up in `cache_dir`), an artifact directory, or a Hugging Face Hub id
+            ("org/repo", or "org/repo@revision") of an export: its small files are fetched, then only the graph
+            files the plan runs (`jina_onnx.hub`), into the Hub's cache; `HF_HUB_OFFLINE=1` loads from it.
         device: "cpu", "cuda", or "auto" (CUDA when this onnxruntime offers it, else CPU).
         precision: which ONNX variant to run; "auto" runs the fastest gated one for the device, measured once
             on this machine for `optimize_for` and cached (never one slower than the faster fp32 graph). "bf16" runs
@@ -575,6 +580,8 @@ def build_model(
             overrides "auto"; see `jina_onnx.loadplan`).
         optimize_for: what "auto" choices are measured on: "throughput" (batches of 32 texts) or "latency"
             (one short text per call, as a server answering single queries sees them).
+        revision, token, local_files_only: for a Hub id: the branch, tag or commit (default main); the access
+            token (default $HF_TOKEN or the stored login); only the local cache, as `HF_HUB_OFFLINE=1`.
 
     Example:
         >>> from jina_onnx import build_model, encode, cos_sim
@@ -589,7 +596,9 @@ def build_model(
         raise InputError(f"device_id={device_id!r} must be a non-negative integer")
     request = Request(device=device, precision=precision, backend=backend, objective=optimize_for)
     loadplan_check(request)
-    directory = resolve_artifact(name_or_path, cache_dir)
+    directory = resolve_artifact(
+        name_or_path, cache_dir, revision=revision, token=token, local_files_only=local_files_only
+    )
     manifest = read_manifest(directory)
     model = load(
         directory,
@@ -661,8 +670,16 @@ def read_manifest(directory: Path) -> Manifest:
 _WARNED_FOREIGN: set[str] = set()
 
 
-def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.PathLike[str] | None) -> Path:
-    """The artifact directory for a name (in the cache) or a path; raises with the export command if absent."""
+def resolve_artifact(
+    name_or_path: str | os.PathLike[str],
+    cache_dir: str | os.PathLike[str] | None,
+    *,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    local_files_only: bool = False,
+) -> Path:
+    """The artifact directory for a name (in the cache), a path, or a Hub id (fetched: `jina_onnx.hub`); raises
+    with what to do if there is none."""
     if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
         raise InputTypeError(f"name_or_path must be a model name or a directory, got {name_or_path!r}")
     given = Path(name_or_path).expanduser()
@@ -702,6 +719,8 @@ def resolve_artifact(name_or_path: str | os.PathLike[str], cache_dir: str | os.P
             f"{given}: no such directory; give an artifact directory (the one `jina-onnx export` wrote) or a model "
             "name from `jina-onnx models`"
         )
+    if spec is None and hub.is_hub_id(str(name_or_path)):
+        return hub.open_repo(str(name_or_path), revision=revision, token=token, local_files_only=local_files_only)
     cache_flag = f" --out {candidate}" if cache_dir is not None else ""
     source = spec.hub_id if spec else str(name_or_path)
     raise ModelNotFoundError(

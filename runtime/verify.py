@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import hub
 from .errors import JinaOnnxError, require
 from .foreign import foreign_manifest, looks_foreign
 from .gates import GATES
@@ -63,6 +64,7 @@ def verify_artifact(directory: str | Path, against: str | Path | None = None) ->
         if manifest.probe is not None:
             files.append((manifest.probe.file, manifest.probe.sha256))
         files += list(manifest.files.items())
+        hub.fetch_all(directory, [name for name, _ in files])  # a Hub id: every file, to check them all
         for name, expected in files:
             checks.append(_checksum(directory, name, expected))
     if against is not None:

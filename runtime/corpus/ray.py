@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
+from .. import hub
 from ..atomic import write_atomically
 from ..errors import InputError, require
 from ..manifest import Manifest, Precision, Variant, load_manifest, safe_member
@@ -66,10 +67,12 @@ STALL_TIMEOUT = 600.0  # seconds without a row written before a Ray job is stopp
 def payload_files(directory: Path, precision: str) -> list[Path]:
     """The files one precision needs: manifest, tokenizer, probe and one ONNX file."""
     manifest = load_manifest(directory)
-    names = ["manifest.json", manifest.tokenizer.file, manifest.variants[Precision(precision)].file]
+    variant = manifest.variants[Precision(precision)]
+    names = ["manifest.json", manifest.tokenizer.file]
     if manifest.probe is not None:
         names.append(manifest.probe.file)
-    return [safe_member(directory, name) for name in names]
+    # The graph from the Hub where the artifact was opened there (jina_onnx.hub), checked against the manifest.
+    return [*(safe_member(directory, name) for name in names), hub.fetch(directory, variant.file, variant.sha256)]
 
 
 def corpus_variant(directory: Path, manifest: Manifest, precision: str, device: str, threads: int) -> Variant:
