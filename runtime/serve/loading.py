@@ -38,10 +38,10 @@ def load_models(
         >>> in_flight  # doctest: +SKIP
         {'jina-embedding-t-en-v1': 2}
     """
+    from ..artifact import read_manifest, resolve_artifact
     from ..engines import concurrent_batches
     from ..loader import load
     from ..loadplan import Option, Request, check
-    from ..model import read_manifest, resolve_artifact
     from ..registry import home_dir
 
     loaded: dict[str, EmbeddingModel] = {}

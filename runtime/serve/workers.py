@@ -101,8 +101,6 @@ def run_workers(config: WorkerConfig, workers: int, host: str, port: int, server
         return process
 
     processes = [start(i) for i in range(workers)]
-    from .app import url
-
     log.info(
         "jina-onnx: %d workers serving %s on %s (Ctrl-C or SIGTERM to stop)",
         workers,
@@ -209,3 +207,7 @@ def _try_load(config: str) -> tuple[str, int] | None:
     except JinaOnnxError as error:  # exceptions with their own arguments don't always unpickle: send the words
         return str(error), error.exit_code
     return None
+
+
+def url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
