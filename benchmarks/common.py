@@ -63,7 +63,7 @@ def prepared_artifact(size: str, precisions: tuple[str, ...] = ("fp32", "fp16", 
     if not (checkpoint / "config.json").is_file():
         write_checkpoint(size, checkpoint)
     return export_model(
-        checkpoint, out, name=f"jina-embedding-{size}-en-v1", precisions=list(precisions), overwrite=True
+        checkpoint, out, name=f"jina-embedding-{size}-en-v1", precisions=[*precisions, "fp32-opt"], overwrite=True
     )
 
 
@@ -76,7 +76,9 @@ def prepared_minilm(precisions: tuple[str, ...] = ("fp32", "fp16", "int8")) -> P
     from jina_onnx.export import export_model
     from jina_onnx.export.synthetic import minilm_checkpoint
 
-    return export_model(minilm_checkpoint(), out, name="all-MiniLM-L6-v2", precisions=list(precisions), overwrite=True)
+    return export_model(
+        minilm_checkpoint(), out, name="all-MiniLM-L6-v2", precisions=[*precisions, "fp32-opt"], overwrite=True
+    )
 
 
 def write_results(stem: str, data: dict[str, object], markdown: str) -> tuple[Path, Path]:

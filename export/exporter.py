@@ -36,6 +36,7 @@ from jina_onnx.probe import PROBE_TEXTS, probe_parity
 from jina_onnx.registry import Architecture, home_dir
 from jina_onnx.tokenization import TextTokenizer
 
+from .card import write_card
 from .checkpoint import Checkpoint, load_torch_model, read_checkpoint
 from .fp16 import CALIBRATION_TEXTS, calibration_feeds, to_fp16
 from .hub import ResolvedSource, resolve_source
@@ -58,13 +59,16 @@ FILES = {
 }
 
 
+DEFAULT_PRECISIONS = ("fp32", "fp16", "int8")  # and fp32-opt, with optimize (export_model)
+
+
 def export_model(
     source: str | os.PathLike[str],
     out_dir: str | os.PathLike[str] | None = None,
     *,
     name: str | None = None,
     revision: str | None = None,
-    precisions: Sequence[str] = ("fp32", "fp16", "int8"),
+    precisions: Sequence[str] | None = None,
     optimize: bool = True,
     cache_dir: str | os.PathLike[str] | None = None,
     hub_cache: str | os.PathLike[str] | None = None,
@@ -86,8 +90,12 @@ def export_model(
         out_dir: the artifact directory itself; default `<cache_dir>/<name>`.
         name: the artifact's model name; default the registry name, or the source's last path part.
         revision: hub branch, tag or commit (hub sources only).
-        precisions: any of "fp32" (always written), "fp16" (for CUDA), "int8" (for CPU); default all three.
-        optimize: also write "fp32-opt", ONNX Runtime's fused graph for CPU, and derive fp16/int8 from it.
+        precisions: exactly the graphs written (each where it passes its gate): any of "fp32" (the traced graph,
+            runs anywhere; what other tools load by default), "fp32-opt" (ONNX Runtime's fused graph for CPU), "fp16"
+            (for CUDA), "int8" (for CPU). fp32 (and fp32-opt) are always built, to gate and derive the others,
+            then left out unless named. Default: fp32, fp16 and int8, plus fp32-opt with `optimize`.
+        optimize: derive fp16/int8 from fp32-opt, ONNX Runtime's fused graph for CPU (and keep fp32-opt when
+            `precisions` is the default).
         cache_dir: where named artifacts live; default $JINA_ONNX_HOME or ~/.cache/jina-onnx.
         hub_cache: huggingface_hub's cache directory; default its own.
         overwrite: replace an existing artifact at `out_dir`.
@@ -97,7 +105,9 @@ def export_model(
         >>> export_model("jina-embedding-t-en-v1")  # doctest: +SKIP
         PosixPath('/home/me/.cache/jina-onnx/jina-embedding-t-en-v1')
     """
-    wanted = _check_precisions(precisions)
+    wanted = _check_precisions(precisions if precisions is not None else DEFAULT_PRECISIONS)
+    if precisions is None and optimize:
+        wanted.insert(1, Precision.FP32_OPT)
     resolved = resolve_source(source, revision, hub_cache)
     checkpoint = read_checkpoint(resolved.directory)
     name = name or resolved.name
@@ -108,7 +118,9 @@ def export_model(
     _remove_abandoned_staging(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-{os.getpid()}-", dir=out.parent))
     try:
-        _build(resolved, checkpoint, name, staging, wanted, optimize)
+        manifest = _build(resolved, checkpoint, name, staging, wanted, optimize or Precision.FP32_OPT in wanted)
+        manifest = _keep_only(staging, manifest, wanted)
+        write_card(staging, manifest)
         _publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -125,7 +137,7 @@ def export_model(
 def _check_precisions(precisions: Sequence[str]) -> list[Precision]:
     if isinstance(precisions, str):
         precisions = [p.strip() for p in precisions.split(",") if p.strip()]
-    choices = (Precision.FP32, Precision.FP16, Precision.INT8)
+    choices = (Precision.FP32, Precision.FP32_OPT, Precision.FP16, Precision.INT8)
     wanted = []
     for value in precisions:
         try:
@@ -134,11 +146,34 @@ def _check_precisions(precisions: Sequence[str]) -> list[Precision]:
             precision = None
         if precision not in choices:
             raise ExportError(
-                f"precision {value!r} is not one of {', '.join(p.value for p in choices)} "
-                "(fp32-opt comes from --optimize)"
+                f"precision {value!r} is not one of {', '.join(p.value for p in choices)}; name one or more, "
+                "comma-separated (e.g. --precision int8)"
             )
-        wanted.append(precision)
+        if precision not in wanted:
+            wanted.append(precision)
+    if not wanted:
+        raise ExportError("no precision named; name one or more of fp32, fp32-opt, fp16, int8 (e.g. --precision int8)")
     return wanted
+
+
+def _keep_only(staging: Path, manifest: Manifest, wanted: list[Precision]) -> Manifest:
+    """Delete the graphs built only to gate or derive the named ones (an int8-only export is one graph on disk)
+    and their manifest entries; a named one that missed its gate stays recorded in `rejected`."""
+    for precision in [p for p in manifest.variants if p not in wanted]:
+        (staging / manifest.variants[precision].file).unlink(missing_ok=True)
+    kept = {p: v for p, v in manifest.variants.items() if p in wanted}
+    if not kept:
+        raise ExportError(
+            f"none of {', '.join(p.value for p in wanted)} passed its gate ({manifest.rejected}); nothing was written"
+        )
+    rejected = {k: v for k, v in manifest.rejected.items() if k == "bf16" or Precision(k) in wanted}
+    extra = dict(manifest.extra)
+    openvino_file = extra.get("openvino", {}).get("bf16", {}).get("file")
+    if openvino_file is not None and not (staging / openvino_file).exists():
+        del extra["openvino"]  # measured on a graph that is not kept
+    manifest = dataclasses.replace(manifest, variants=kept, rejected=rejected, extra=extra)
+    manifest.save(staging)
+    return manifest
 
 
 def _build(

@@ -154,14 +154,15 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--revision", help="hub branch, tag or commit")
     export.add_argument(
         "--precision",
-        default="fp32,fp16,int8",
-        help="comma-separated: fp32 (always), fp16 (CUDA), int8 (CPU); each is kept only where it passes its gate",
+        default=None,
+        help="comma-separated, exactly the graphs written, each where it passes its gate: fp32, fp32-opt (CPU "
+        "fusions), fp16 (CUDA), int8 (CPU); default fp32,fp16,int8 plus fp32-opt (--no-optimize: without it)",
     )
     export.add_argument(
         "--optimize",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="also write fp32-opt (ONNX Runtime CPU fusions) and derive fp16/int8 from it",
+        help="derive fp16/int8 from fp32-opt, ONNX Runtime's CPU fusions (default); naming fp32-opt implies it",
     )
     export.add_argument("--overwrite", action="store_true", help="replace an existing artifact")
     export.set_defaults(run=_export)
@@ -321,6 +322,23 @@ def _parser() -> argparse.ArgumentParser:
         "$JINA_ONNX_API_KEY; prefer the variable: arguments are visible to other users)",
     )
     serve.set_defaults(run=_serve)
+
+    prepare = commands.add_parser(
+        "prepare",
+        help="fetch a model and measure its 'auto' choice on this machine now, so its first use loads as fast as "
+        "any later one (a container image's build step)",
+        description="Load MODEL as encode/embed (throughput) and serve (latency, one worker) load it: a Hub id is "
+        "fetched, and precision 'auto' measures its candidates once and caches the result in $JINA_ONNX_HOME. "
+        "The cache is per CPU model, thread count and engine version: run it on the machine type that serves.",
+    )
+    prepare.add_argument("--model", "-m", default="jina-embedding-t-en-v1", help="model name, directory or Hub id")
+    prepare.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    prepare.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp32-opt", "fp16", "int8", "bf16"])
+    prepare.add_argument("--backend", default="auto", choices=["auto", "onnxruntime", "openvino"])
+    prepare.add_argument(
+        "--for", dest="uses", default="encode,serve", help="what will load it: encode (and embed), serve or both"
+    )
+    prepare.set_defaults(run=_prepare)
 
     similarity = commands.add_parser("similarity", help="print the cosine similarity of two texts")
     _model_options(similarity)
@@ -557,6 +575,29 @@ def _models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from .build import build_model
+    from .errors import InputError
+    from .registry import home_dir
+
+    uses = [use.strip() for use in args.uses.split(",") if use.strip()]
+    if not uses or set(uses) - {"encode", "serve"}:
+        raise InputError(f"--for {args.uses}: name encode, serve or both (--for encode,serve)")
+    options = {"device": args.device, "precision": args.precision, "backend": args.backend}
+    if "encode" in uses:  # as `encode` and `embed` load it
+        model = build_model(args.model, **options)
+        print(f"encode: {model.name} runs {model.backend} {model.precision} on {model.device} ({model.onnx_path.name})")
+        del model
+    if "serve" in uses:  # as `serve` loads it by default: latency, batches in flight on a share of the cores
+        from .serve.loading import load_models
+
+        loaded, _, _ = load_models([args.model], **options)
+        for name, model in loaded.items():
+            print(f"serve: {name} runs {model.backend} {model.precision} on {model.device} ({model.onnx_path.name})")
+    logging.getLogger("jina_onnx").info("jina-onnx: measurements cached in %s", home_dir())
+    return 0
+
+
 def _export(args: argparse.Namespace) -> int:
     from .errors import require
 
@@ -568,7 +609,7 @@ def _export(args: argparse.Namespace) -> int:
         args.out,
         name=args.name,
         revision=args.revision,
-        precisions=args.precision.split(","),
+        precisions=args.precision.split(",") if args.precision is not None else None,
         optimize=args.optimize,
         overwrite=args.overwrite,
     )
@@ -577,7 +618,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):  # type: ignore[no-untyped-def]
-    from .model import build_model
+    from .build import build_model
 
     return build_model(
         args.model, device=args.device, precision=args.precision, threads=args.threads, backend=args.backend
@@ -665,7 +706,7 @@ def _tokens(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from .model import resolve_artifact
+    from .artifact import resolve_artifact
     from .verify import verify_artifact
 
     checks = verify_artifact(resolve_artifact(args.directory, None), against=args.against)

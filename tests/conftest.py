@@ -50,8 +50,8 @@ def artifact(checkpoint: Callable[[str], Path], tmp_path_factory: pytest.TempPat
         if size not in exported:
             out = tmp_path_factory.mktemp(f"artifact-{size}") / f"jina-{size}"
             exported[size] = export_model(
-                checkpoint(size), out, name=f"jina-embedding-{size}-en-v1", precisions=["fp32", "fp16", "int8"]
-            )
+                checkpoint(size), out, name=f"jina-embedding-{size}-en-v1"
+            )  # the default: fp32, fp32-opt, fp16, int8
         return exported[size]
 
     return get
@@ -67,7 +67,6 @@ def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
         minilm_checkpoint(),
         tmp_path_factory.mktemp("minilm") / "all-MiniLM-L6-v2",
         name="all-MiniLM-L6-v2",
-        precisions=["fp32", "fp16", "int8"],
     )
 
 

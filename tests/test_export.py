@@ -179,3 +179,40 @@ def test_missing_weights_are_refused(checkpoint, tmp_path: Path) -> None:
     with pytest.raises(ExportError, match="weights are missing"):
         export_model(partial, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_export_writes_exactly_the_named_precisions(checkpoint, tmp_path: Path, capsys) -> None:
+    from jina_onnx.cli import main
+
+    out = export_model(checkpoint("t"), tmp_path / "t-int8", precisions=["int8"])
+    graphs = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.onnx"))
+    assert graphs == ["onnx/model_quantized.onnx"]  # fp32 and fp32-opt were built to gate and derive it, not kept
+    manifest = load_manifest(out)
+    assert sorted(manifest.variants) == ["int8"] and manifest.rejected == {}
+    for precision in ("int8", "auto"):
+        model = build_model(out, precision=precision, device="cpu")
+        assert model.precision == "int8" and model.encode(["a short text"]).shape == (1, 312)
+    assert main(["verify", str(out)]) == 0
+    # The CLI: `--precision fp32` writes fp32 only (it used to add fp32-opt); no --precision: the default four.
+    assert main(["-q", "export", str(checkpoint("t")), "--out", str(tmp_path / "t-fp32"), "--precision", "fp32"]) == 0
+    assert sorted(p.name for p in (tmp_path / "t-fp32").rglob("*.onnx")) == ["model.onnx"]
+    assert main(["-q", "export", str(checkpoint("t")), "--out", str(tmp_path / "t-default")]) == 0
+    assert sorted(load_manifest(tmp_path / "t-default").variants) == ["fp16", "fp32", "fp32-opt", "int8"]
+    capsys.readouterr()
+    with pytest.raises(ExportError, match="'fp8' is not one of fp32, fp32-opt, fp16, int8"):
+        export_model(checkpoint("t"), tmp_path / "bad", precisions=["fp8"])
+    assert not (tmp_path / "bad").exists()
+
+
+def test_export_writes_a_model_card_the_hub_parses(checkpoint, tmp_path: Path) -> None:
+    from huggingface_hub import ModelCard
+
+    out = export_model(checkpoint("t"), tmp_path / "t-card", precisions=["int8"])
+    card = ModelCard.load(out / "README.md")
+    assert card.data.library_name == "sentence-transformers" and card.data.pipeline_tag == "sentence-similarity"
+    assert {"onnx", "jina-onnx", "feature-extraction"} <= set(card.data.tags)
+    assert card.data.base_model is None and card.data.license is None  # a local checkpoint: neither is known
+    assert "onnx/model_quantized.onnx" in card.text and "min cosine" in card.text
+    assert 'backend="onnx"' in card.text and "add_custom_model" in card.text and "build_model(" in card.text
+    assert 'pipeline("feature-extraction"' in card.text  # transformers.js
+    assert "README.md" not in load_manifest(out).files  # users edit cards: verify does not checksum it

@@ -29,6 +29,10 @@ def hub_cache(checkpoint, tmp_path: Path) -> Path:
 def test_export_by_name_uses_the_hub_snapshot(hub_cache: Path, tmp_path: Path) -> None:
     out = export_model("jina-embedding-t-en-v1", tmp_path / "art", hub_cache=hub_cache)
     manifest = load_manifest(out)
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(out / "README.md").data  # the model card names what it was exported from
+    assert (card.base_model, card.license) == ("jinaai/jina-embedding-t-en-v1", "apache-2.0")
     assert manifest.name == "jina-embedding-t-en-v1"
     assert (manifest.source.kind, manifest.source.location, manifest.source.revision) == (
         "hub",

@@ -253,7 +253,7 @@ def test_a_variant_kept_on_its_fallback_recipe_is_not_reported_as_missing(
 def test_bad_precision_list(checkpoint, tmp_path: Path) -> None:
     from jina_onnx.errors import ExportError
 
-    with pytest.raises(ExportError, match="'bf16' is not one of fp32, fp16, int8"):
+    with pytest.raises(ExportError, match="'bf16' is not one of fp32, fp32-opt, fp16, int8"):
         export_model(checkpoint("t"), tmp_path / "x", precisions=["fp32", "bf16"])
     assert not (tmp_path / "x").exists()
 
