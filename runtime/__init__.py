@@ -13,6 +13,7 @@ torch, transformers and optimum never (they belong to `jina_onnx.export`).
 
 from __future__ import annotations
 
+from .build import build_model
 from .errors import (
     ArtifactError,
     DeviceError,
@@ -24,7 +25,7 @@ from .errors import (
     MissingDependencyError,
     ModelNotFoundError,
 )
-from .model import EmbeddingModel, TruncationWarning, build_model, encode
+from .model import EmbeddingModel, TruncationWarning, encode
 from .registry import ModelSpec, list_models
 from .similarity import cos_sim
 

@@ -6,7 +6,8 @@ import os
 import threading
 from typing import Any
 
-from .model import EmbeddingModel, build_model
+from .build import build_model
+from .model import EmbeddingModel
 
 
 class LazyModel:

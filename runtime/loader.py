@@ -97,8 +97,14 @@ def settle(
                 cache_dir,
                 extra={"progress": True},
             )
-            models = [get(option) for option in plan.measure]
-            measured = dict(zip((o.label for o in plan.measure), checks.measure(models, request.objective)))
+            # One candidate in memory at a time (the first load peaked at 3x a cached one holding them all),
+            # the plan's first (int8 on a CPU, the usual winner) last, so its session is kept for the load.
+            measured, previous = {}, None
+            for option in reversed(plan.measure):
+                if previous is not None:
+                    opened.pop(previous, None)
+                (measured[option.label],) = checks.measure([get(option)], request.objective)
+                previous = option
             checks.store_speeds(cache_dir, _speed_keys(manifest, request.objective, threads, plan.measure), measured)
             facts = dataclasses.replace(facts, speeds={**facts.speeds, **measured})
         else:

@@ -9,9 +9,10 @@ The rules (docs/architecture.md, "The load decision", has them as a table):
   the caller did not ask for fp32.
 - A named precision with ONNX Runtime runs that variant; a missing one is an error saying how to re-export.
 - `precision="auto"` (and, on a CPU with OpenVINO installed, `backend="auto"`) has candidates: the gated
-  variants for the device (CPU: int8, fp32-opt, fp32; CUDA: fp16, fp32) and OpenVINO's option. The fastest
-  one *measured on this machine for the objective* runs: never a variant slower than the faster fp32 graph.
-  Until the speeds are known the plan asks for a measurement (`Plan.measure`), done once and cached.
+  variants for the device (CPU: int8 and one fp32 graph, fp32-opt where the artifact has it, else fp32; CUDA:
+  fp16, fp32) and OpenVINO's option. The fastest one *measured on this machine for the objective* runs: never a
+  variant slower than the fp32 graph. Until the speeds are known the plan asks for a measurement
+  (`Plan.measure`), done once, one candidate at a time, briefly, and cached (`loader.settle`).
 - Objectives: "throughput" (batches of 32 texts, a corpus job's or a batch caller's view) or "latency"
   (one short text per call, what a server answering single queries sees).
 
@@ -176,6 +177,10 @@ def _onnxruntime_options(precision: str, device: str, facts: Facts) -> tuple[Opt
             raise _missing(precision, facts)
         return (Option("onnxruntime", device, precision, precision),)
     present = tuple(Option("onnxruntime", device, v, v) for v in CANDIDATES[device] if v in facts.variants)
+    if {"fp32-opt", "fp32"} <= {o.variant for o in present}:
+        # One fp32 graph stands for both: fp32-opt is fp32 with ONNX Runtime's CPU fusions (as fast or faster,
+        # within noise, in every run so far), and each candidate costs a session and a timing at first load.
+        present = tuple(o for o in present if o.variant != "fp32")
     if not present:
         raise _missing("fp32", facts)
     return present

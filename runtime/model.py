@@ -1,4 +1,5 @@
-"""The runtime API: `build_model`, `encode` and the `EmbeddingModel` they share."""
+"""`EmbeddingModel`, an exported model loaded and ready to embed, and `encode`, the seed API's call on it.
+`build_model` (build.py) makes one; `artifact.py` hands it the checked files."""
 
 from __future__ import annotations
 
@@ -6,7 +7,6 @@ import contextlib
 import dataclasses
 import itertools
 import logging
-import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from pathlib import Path
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from . import hostpath, hub
+from . import hostpath
+from .artifact import checked_file
 from .batching import (
     DEVICE_DEFAULTS,
     IndexArray,
@@ -29,26 +30,16 @@ from .errors import (
     InputError,
     InputTooLongError,
     InputTypeError,
-    ModelNotFoundError,
     require,
 )
-from .foreign import foreign_manifest, looks_foreign
 from .hostpath import ChunkStart, PreparedBatch
-from .loadplan import Request
-from .loadplan import check as loadplan_check
 from .machine import physical_cores
 from .manifest import (
-    MANIFEST_FILE,
     Manifest,
-    Precision,
     Variant,
-    load_manifest,
-    safe_member,
-    sha256_file,
 )
 from .pooling import pool
 from .quantize import check_precision, quantize
-from .registry import find_spec, home_dir
 from .similarity import FloatArray, l2_normalize
 from .tokenization import TRUNCATIONS, TextTokenizer, TokenizedBatch
 
@@ -74,6 +65,7 @@ class EmbeddingModel:
     batches while the device runs the current one; outputs are the same as without them.
 
     Example:
+        >>> from jina_onnx import build_model
         >>> model = build_model("jina-embedding-t-en-v1")
         >>> model.encode(["how is the weather today"]).shape
         (1, 312)
@@ -103,16 +95,17 @@ class EmbeddingModel:
         self.backend = backend
         self.device = device
         self.device_id = device_id
-        self.onnx_path = hub.fetch(directory, variant.file, variant.sha256)  # from the Hub if opened there
+        self.onnx_path = checked_file(directory, variant.file, variant.sha256)  # fetched first from a Hub id
         self.tokenizer = TextTokenizer(
-            _checked_tokenizer_path(directory, manifest), manifest.max_length, manifest.tokenizer.pad_id
+            checked_file(directory, manifest.tokenizer.file, manifest.tokenizer.sha256),
+            manifest.max_length,
+            manifest.tokenizer.pad_id,
         )
         if self.tokenizer.vocab_size != manifest.tokenizer.vocab_size:
             raise ArtifactError(
                 f"{self.tokenizer.path}: vocabulary has {self.tokenizer.vocab_size} tokens but the manifest "
                 f"says {manifest.tokenizer.vocab_size}; the tokenizer belongs to another model: re-export"
             )
-        _check_file(self.onnx_path, variant.sha256)
         self.engine: Engine = engine or open_engine(
             self.onnx_path,
             variant.sha256,
@@ -536,86 +529,6 @@ class EmbeddingModel:
             )
 
 
-def build_model(
-    name_or_path: str | os.PathLike[str],
-    *,
-    device: str = "auto",
-    precision: str = "auto",
-    cache_dir: str | os.PathLike[str] | None = None,
-    threads: int | None = None,
-    device_id: int = 0,
-    warmup: bool | None = None,
-    pipeline: bool | None = None,
-    allow_spinning: bool = True,
-    backend: str = "auto",
-    host_workers: int | None = None,
-    optimize_for: str = "throughput",
-    revision: str | None = None,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-) -> EmbeddingModel:
-    """Load an exported model: what runs is decided by `jina_onnx.loadplan` and logged once with its reason.
-
-    Args:
-        name_or_path: a model name (looked up in `cache_dir`), an artifact directory, or a Hugging Face Hub id
-            ("org/repo", or "org/repo@revision") of an export: its small files are fetched, then only the graph
-            files the plan runs (`jina_onnx.hub`), into the Hub's cache; `HF_HUB_OFFLINE=1` loads from it.
-        device: "cpu", "cuda", or "auto" (CUDA when this onnxruntime offers it, else CPU).
-        precision: which ONNX variant to run; "auto" runs the fastest gated one for the device, measured once
-            on this machine for `optimize_for` and cached (never one slower than the faster fp32 graph). "bf16" runs
-            the fp32 graph on OpenVINO with bf16 arithmetic, on CPUs with bf16 units, once it passed its gate.
-        cache_dir: where named artifacts live; default $JINA_ONNX_HOME or ~/.cache/jina-onnx.
-        threads: ONNX Runtime intra-op threads on CPU; None uses the physical cores.
-        device_id: which GPU, with device="cuda" (or "auto" finding CUDA).
-        warmup: run the common input shapes once before returning; None means yes on CUDA.
-        pipeline: prepare the next batches on worker threads while the device runs; None means yes on
-            CUDA (where the host was the bottleneck) and `PIPELINE_ON_CPU` on CPU.
-        host_workers: how many worker threads tokenize, pad and copy for the device (each with its own
-            tokenizer); None: with the pipeline on, the cores the engine leaves free (on CUDA all but
-            one), at least 1; 0 does the host work in the calling thread (as pipeline=False).
-        allow_spinning: let idle ONNX Runtime threads busy-wait between calls (fastest for batch work);
-            False when other work shares the cores, as in `jina-onnx serve`.
-        backend: "onnxruntime", "openvino" (CPU only: the `openvino` extra) or "auto": ONNX Runtime unless
-            OpenVINO is installed and measured faster for this model on this CPU ($JINA_ONNX_BACKEND
-            overrides "auto"; see `jina_onnx.loadplan`).
-        optimize_for: what "auto" choices are measured on: "throughput" (batches of 32 texts) or "latency"
-            (one short text per call, as a server answering single queries sees them).
-        revision, token, local_files_only: for a Hub id: the branch, tag or commit (default main); the access
-            token (default $HF_TOKEN or the stored login); only the local cache, as `HF_HUB_OFFLINE=1`.
-
-    Example:
-        >>> from jina_onnx import build_model, encode, cos_sim
-        >>> model = build_model("jina-embedding-t-en-v1")
-        >>> a, b = encode(model=model, data=["how is the weather today", "What is the current weather like today?"])
-        >>> -1.0 <= cos_sim(a, b) <= 1.0
-        True
-    """
-    from .loader import load  # loader imports this module
-
-    if not isinstance(device_id, int) or isinstance(device_id, bool) or device_id < 0:
-        raise InputError(f"device_id={device_id!r} must be a non-negative integer")
-    request = Request(device=device, precision=precision, backend=backend, objective=optimize_for)
-    loadplan_check(request)
-    directory = resolve_artifact(
-        name_or_path, cache_dir, revision=revision, token=token, local_files_only=local_files_only
-    )
-    manifest = read_manifest(directory)
-    model = load(
-        directory,
-        manifest,
-        request,
-        threads=threads,
-        cache_dir=home_dir(cache_dir),
-        device_id=device_id,
-        pipeline=pipeline,
-        allow_spinning=allow_spinning,
-        host_workers=host_workers,
-    )
-    if warmup if warmup is not None else model.device == "cuda":
-        model.warmup()
-    return model
-
-
 def encode(
     model: EmbeddingModel,
     data: Sequence[str],
@@ -649,86 +562,6 @@ def encode(
     )
 
 
-def read_manifest(directory: Path) -> Manifest:
-    """The artifact's manifest; for a third-party export without one (jina_onnx.foreign), the manifest its own
-    files describe, with a warning, once per directory, that jina-onnx did not gate them."""
-    if (directory / MANIFEST_FILE).is_file() or not looks_foreign(directory):
-        return load_manifest(directory)
-    manifest = foreign_manifest(directory)
-    if str(directory) not in _WARNED_FOREIGN:
-        _WARNED_FOREIGN.add(str(directory))
-        log.warning(
-            "jina-onnx: %s has no %s: running its %s as exported by another tool, not gated by jina-onnx against "
-            "PyTorch (re-export with jina-onnx export to get gated variants)",
-            directory,
-            MANIFEST_FILE,
-            manifest.variants[Precision.FP32].file,
-        )
-    return manifest
-
-
-_WARNED_FOREIGN: set[str] = set()
-
-
-def resolve_artifact(
-    name_or_path: str | os.PathLike[str],
-    cache_dir: str | os.PathLike[str] | None,
-    *,
-    revision: str | None = None,
-    token: str | bool | None = None,
-    local_files_only: bool = False,
-) -> Path:
-    """The artifact directory for a name (in the cache), a path, or a Hub id (fetched: `jina_onnx.hub`); raises
-    with what to do if there is none."""
-    if not isinstance(name_or_path, (str, os.PathLike)) or not str(name_or_path):
-        raise InputTypeError(f"name_or_path must be a model name or a directory, got {name_or_path!r}")
-    given = Path(name_or_path).expanduser()
-    if given.is_dir():
-        if not (given / MANIFEST_FILE).is_file() and not looks_foreign(given):
-            raise ModelNotFoundError(
-                f"{given} has no {MANIFEST_FILE} and no onnx/model.onnx with config.json and tokenizer.json: it is "
-                f"not an exported artifact. If it is a checkpoint, export it first: jina-onnx export {given} --out DIR"
-            )
-        return given
-    spec = find_spec(str(name_or_path))
-    name = spec.name if spec else str(name_or_path)
-    candidate = home_dir(cache_dir) / name
-    if (candidate / MANIFEST_FILE).is_file():
-        return candidate
-    if spec is None and "/" not in str(name_or_path):
-        # Not a name we know, nor a hub id: `jina-onnx export` of it would fail too, so say what would work.
-        import difflib
-
-        from .registry import list_models
-
-        known = [model.name for model in list_models()]
-        close = difflib.get_close_matches(str(name_or_path), known, n=1, cutoff=0.8)
-        raise ModelNotFoundError(
-            f"model {str(name_or_path)!r} is not a known model name, an exported model in {home_dir(cache_dir)} or a "
-            f"directory{f'; did you mean {close[0]!r}?' if close else ''}. Known names: {', '.join(known)} "
-            f"(jina-onnx models); another checkpoint: jina-onnx export PATH_OR_HUB_ID --name {name_or_path}"
-        )
-    if given.exists():  # a file where an artifact directory goes: exporting it would fail as well
-        raise ModelNotFoundError(
-            f"{given} is a file, not a model: give an artifact directory (the one `jina-onnx export` wrote) or a "
-            "model name from `jina-onnx models`"
-        )
-    if given.is_absolute() or str(name_or_path).startswith((".", "~")):
-        # A path that is not there: the export hint would fail the same way, so say what is missing.
-        raise ModelNotFoundError(
-            f"{given}: no such directory; give an artifact directory (the one `jina-onnx export` wrote) or a model "
-            "name from `jina-onnx models`"
-        )
-    if spec is None and hub.is_hub_id(str(name_or_path)):
-        return hub.open_repo(str(name_or_path), revision=revision, token=token, local_files_only=local_files_only)
-    cache_flag = f" --out {candidate}" if cache_dir is not None else ""
-    source = spec.hub_id if spec else str(name_or_path)
-    raise ModelNotFoundError(
-        f"model {str(name_or_path)!r} is not exported yet (looked in {candidate}); run: "
-        f"jina-onnx export {source}{cache_flag}"
-    )
-
-
 def _host_workers(device: str, threads: int | None, pipeline: bool | None, host_workers: int | None) -> int:
     """How many threads do the host work beside the device (0: the calling thread does it)."""
     if host_workers is not None:
@@ -743,23 +576,6 @@ def _host_workers(device: str, threads: int | None, pipeline: bool | None, host_
     if not (pipeline if pipeline is not None else device == "cuda" or PIPELINE_ON_CPU):
         return 0
     return max(1, hostpath.default_workers(device, threads or physical_cores()))
-
-
-def _checked_tokenizer_path(directory: Path, manifest: Manifest) -> Path:
-    path = safe_member(directory, manifest.tokenizer.file)
-    _check_file(path, manifest.tokenizer.sha256)
-    return path
-
-
-def _check_file(path: Path, expected_sha256: str) -> None:
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing; the artifact is incomplete, re-export the model")
-    actual = sha256_file(path)
-    if actual != expected_sha256:
-        raise ArtifactError(
-            f"{path}: checksum mismatch (sha256 {actual[:12]}..., manifest says {expected_sha256[:12]}...); "
-            "the file is corrupted or was replaced: re-export the model"
-        )
 
 
 def _checked_chunks(texts: Iterator[object], chunk_size: int) -> Iterator[list[str]]:

@@ -136,6 +136,22 @@ def test_a_first_load_that_measures_says_so_in_one_line(artifact, tmp_path: Path
     assert stderr(sys.executable, "-c", code) == ""
     env["JINA_ONNX_HOME"] = str(tmp_path / "other-home")
     assert stderr(sys.executable, "-m", "jina_onnx", "-q", "encode", "-m", str(artifact("t")), "a") == ""
+    # `jina-onnx prepare` measures ahead of time (a container's build step): the first use then measures nothing.
+    env["JINA_ONNX_HOME"] = str(tmp_path / "prepared-home")
+    prepared = subprocess.run(
+        [sys.executable, "-m", "jina_onnx", "prepare", "-m", str(artifact("t")), "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=True,
+    )
+    assert (
+        prepared.stdout.startswith("encode: jina-embedding-t-en-v1 runs onnxruntime ")
+        and "\nserve: " in prepared.stdout
+    )
+    assert prepared.stderr.count("jina-onnx: measuring ") == 2  # throughput for encode, latency for serve
+    assert stderr(sys.executable, "-c", code) == ""
 
 
 def test_models_lists_models_exported_under_other_names(artifact, tmp_path: Path, monkeypatch, capsys) -> None:

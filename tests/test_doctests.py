@@ -20,6 +20,7 @@ SKIPPED = {
     "jina_onnx.verify": "verifies the user's cache path, which a test must not touch",
     "jina_onnx.probe": "times a model on the probe texts; covered by tests/test_variants.py",
     "jina_onnx.loader": "names an artifact directory the reader would have",
+    "jina_onnx.hub": "fetches from the Hugging Face Hub; tests/test_hub_runtime.py runs a loopback Hub",
     "jina_onnx.foreign": "reads a third-party export the reader would have; tests/test_foreign.py makes one",
     "jina_onnx.engines": "opens a model file the reader would have",
     "jina_onnx.engines.openvino": "needs the `openvino` extra and a model file",

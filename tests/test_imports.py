@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = (
     "torch",
@@ -70,3 +71,49 @@ def test_cli_help_and_similarity_are_torch_free(artifact) -> None:
         f"assert main(['-q', 'similarity', '-m', {str(artifact('t'))!r}, 'a', 'b']) == 0"
     )
     assert loaded_heavy_modules(body) == []
+
+
+def _runtime_imports() -> dict[str, set[str]]:
+    """Module -> the runtime modules it imports, at the top or inside a function (`from .x import y` too)."""
+    import ast
+
+    root = Path(__file__).resolve().parent.parent / "runtime"
+    files = {
+        ".".join(("jina_onnx", *f.relative_to(root).with_suffix("").parts)).removesuffix(".__init__"): f
+        for f in root.rglob("*.py")
+    }
+    graph: dict[str, set[str]] = {}
+    for name, path in files.items():
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        found: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1]) if node.level else ""
+                target = ".".join(p for p in (base, node.module or "") if p)
+                found |= {t for t in (target, *(f"{target}.{a.name}" for a in node.names)) if t in files}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name in files}
+        graph[name] = found - {name}
+    return graph
+
+
+def test_no_import_cycle_in_the_runtime() -> None:
+    """The load path goes down the layers (docs/architecture.md): no module imports one that imports it back. A
+    package importing its own modules (its __init__) is how packages work, not a cycle."""
+    graph = _runtime_imports()
+
+    def related(a: str, b: str) -> bool:
+        return a.startswith(b + ".") or b.startswith(a + ".")
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for step in graph[start]:
+            if related(start, step) or step in seen:
+                continue
+            if step == goal or reaches(step, goal, seen | {step}):
+                return True
+        return False
+
+    cycles = sorted(m for m in graph if reaches(m, m, {m}))
+    assert cycles == [], f"modules on an import cycle: {cycles}"
+    assert "jina_onnx.model" in graph["jina_onnx.build"] and "jina_onnx.build" not in graph["jina_onnx.model"]

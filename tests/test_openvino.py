@@ -227,8 +227,9 @@ def test_auto_measures_once_picks_the_faster_and_logs_it(
     with caplog.at_level(logging.INFO, logger="jina_onnx"):
         model = build_model(artifact("t"), device="cpu")
     assert model.backend == expected
-    (candidates,) = measured
-    assert ("onnxruntime", "int8") in candidates and ("onnxruntime", "fp32") in candidates
+    assert all(len(models) == 1 for models in measured)  # one candidate in memory at a time
+    candidates = [candidate for (candidate,) in measured]
+    assert ("onnxruntime", "int8") in candidates and ("onnxruntime", "fp32-opt") in candidates
     assert any(engine == "openvino" for engine, _ in candidates)
     assert f"jina-embedding-t-en-v1 runs {model.backend} {model.precision} on cpu" in caplog.text
     assert "fastest for throughput on this machine" in caplog.text
@@ -236,7 +237,7 @@ def test_auto_measures_once_picks_the_faster_and_logs_it(
     assert len(speeds) == len(candidates) and set(speeds.values()) == {100.0, 300.0}
     # The verdict is cached: a second load measures nothing and gets the same engine.
     again = build_model(artifact("t"), device="cpu")
-    assert again.backend == expected and len(measured) == 1
+    assert again.backend == expected and len(measured) == len(candidates)
     # An explicit ONNX Runtime-only precision never involves OpenVINO.
     assert build_model(artifact("t"), device="cpu", precision="fp32-opt").backend == "onnxruntime"
 

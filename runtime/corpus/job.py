@@ -38,9 +38,10 @@ from typing import Any
 import numpy as np
 
 from ..atomic import process_alive, write_atomically
+from ..build import build_model
 from ..errors import InputError, JinaOnnxError, require
 from ..manifest import Manifest
-from ..model import EmbeddingModel, TruncationWarning, build_model
+from ..model import EmbeddingModel, TruncationWarning
 from ..quantize import check_precision
 from ..tokenization import TRUNCATIONS
 

@@ -37,10 +37,10 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from .. import hub
+from ..artifact import resolve_artifact
 from ..atomic import write_atomically
 from ..errors import InputError, require
 from ..manifest import Manifest, Precision, Variant, load_manifest, safe_member
-from ..model import resolve_artifact
 from ..registry import home_dir
 from .job import (
     MANIFEST,
@@ -123,7 +123,7 @@ class _Embedder:
         truncation: str = "right",
         output_precision: str = "float32",
     ) -> None:
-        from ..model import build_model
+        from ..build import build_model
 
         self.truncation, self.output_precision = truncation, output_precision
         if isinstance(artifact, str):
