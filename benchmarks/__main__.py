@@ -4,6 +4,7 @@
     python -m benchmarks publish benchmarks/results/<stem>.json  # that run's tables and plots in docs/performance.md
     python -m benchmarks host [--model minilm] [--cores 1,2]     # the host path alone and a stand-in device
     python -m benchmarks interop [--models t,s,b,l,minilm]      # the README's compatibility table
+    python -m benchmarks memory [--models t,minilm] [--texts 1000]  # RSS of each runner on the same graph
 
 `run` writes benchmarks/results/<machine>-<date>[-quick].json, .md and three PNGs (see benchmarks/report.py).
 """
@@ -201,6 +202,32 @@ def command_interop(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_memory(args: argparse.Namespace) -> int:
+    from . import memory
+
+    models = list(parse_list(args.models, SIZES, "model"))
+    if args.texts < 1 or args.repeats < 1:
+        raise SystemExit(f"error: --texts ({args.texts}) and --repeats ({args.repeats}) must be at least 1")
+    facts = machine_facts()
+    started = time.perf_counter()
+    data = {
+        "machine": facts,
+        "date": facts["date"],
+        "command": "python -m benchmarks " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "versions": versions(),
+    }
+    data |= memory.measure(models, args.texts, args.repeats, physical_cores(), log)
+    data["wall_s"] = time.perf_counter() - started
+    out = Path(args.out) if args.out else RESULTS
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"memory-{facts['date']}"
+    (out / f"{stem}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (out / f"{stem}.md").write_text(memory.render(data))
+    print(memory.render(data))
+    log(f"done in {data['wall_s']:.0f} s: wrote {out / stem}.json and .md")
+    return 0
+
+
 def command_readme(args: argparse.Namespace) -> int:
     json_path = Path(args.results).resolve()
     publish(json_path, PERFORMANCE)
@@ -260,6 +287,14 @@ def main(argv: list[str] | None = None) -> int:
     interop_parser.add_argument("--models", default="t,s,b,l,minilm", help="comma-separated from t,s,b,l,minilm")
     interop_parser.add_argument("--screenshot", default="", help="save the browser page for MiniLM as this PNG")
     interop_parser.set_defaults(handler=command_interop)
+    memory_parser = commands.add_parser(
+        "memory", help="RSS and start-up of jina-onnx, fastembed and ST ONNX on the same graph, fresh processes"
+    )
+    memory_parser.add_argument("--models", default="t,minilm", help="comma-separated from t,s,b,l,minilm")
+    memory_parser.add_argument("--texts", type=int, default=1000, help="STS-dev sentences to embed (default 1000)")
+    memory_parser.add_argument("--repeats", type=int, default=3, help="fresh processes per row (default 3)")
+    memory_parser.add_argument("--out", default="", help="write results here instead of benchmarks/results/")
+    memory_parser.set_defaults(handler=command_memory)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

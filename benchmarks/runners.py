@@ -303,22 +303,45 @@ def _load_fastembed(spec: RunnerSpec) -> Encode:
 
 def fastembed_model(artifact: Path, threads: int, device: str = "cpu"):  # type: ignore[no-untyped-def]
     """fastembed loading our export directory as it is (its documented custom-model API), pooled output as is."""
-    from fastembed import TextEmbedding
-    from fastembed.common.model_description import ModelSource, PoolingType
-
     from jina_onnx.manifest import Precision, load_manifest
 
     manifest = load_manifest(artifact)
-    name = f"jina-onnx-bench/{artifact.name}"
+    return fastembed_on_file(artifact, manifest.variants[Precision.FP32].file, manifest.dim, threads, device)
+
+
+def fastembed_on_file(directory: Path, model_file: str, dim: int, threads: int, device: str = "cpu"):
+    """fastembed on one graph file of a directory, given what the manifest says (so no jina_onnx import here:
+    the memory benchmark's child process measures fastembed alone)."""
+    from fastembed import TextEmbedding
+    from fastembed.common.model_description import ModelSource, PoolingType
+
+    name = f"jina-onnx-bench/{directory.name}"
     if name not in [m["model"] for m in TextEmbedding.list_supported_models()]:
         TextEmbedding.add_custom_model(
             model=name,
             pooling=PoolingType.DISABLED,
             normalization=False,
             sources=ModelSource(hf=name),
-            dim=manifest.dim,
-            model_file=manifest.variants[Precision.FP32].file,
+            dim=dim,
+            model_file=model_file,
             output_name="sentence_embedding",
         )
     providers = ["CUDAExecutionProvider"] if device == "cuda" else ["CPUExecutionProvider"]
-    return TextEmbedding(name, specific_model_path=str(artifact), threads=threads, providers=providers)
+    return TextEmbedding(name, specific_model_path=str(directory), threads=threads, providers=providers)
+
+
+def st_onnx_on_file(directory: Path, file_name: str, threads: int, device: str = "cpu"):
+    """sentence-transformers' ONNX backend on one graph file of our export directory (the interop table's way
+    in), instead of the graph its own optimum export would make."""
+    import onnxruntime
+    from sentence_transformers import SentenceTransformer
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    provider = "CUDAExecutionProvider" if device == "cuda" else "CPUExecutionProvider"
+    return SentenceTransformer(
+        str(directory),
+        device=device,
+        backend="onnx",
+        model_kwargs={"file_name": file_name, "provider": provider, "session_options": options},
+    )

@@ -300,3 +300,39 @@ def test_each_runner_has_its_own_process_and_a_crash_is_reported(artifact, tmp_p
         Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text()
         for pid in pids.values()
     )
+
+
+def test_memory_command_measures_each_runner_in_its_own_process(artifact, tmp_path: Path) -> None:
+    from benchmarks.memory import ROWS
+
+    work = tmp_path / "bench"  # the session's export of t, as the suite's cache would hold it
+    shutil.copytree(artifact("t"), work / "artifacts" / "jina-embedding-t-en-v1")
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "memory", "--models", "t", "--texts", "20", "--repeats", "1"]
+        + ["--out", str(out)],
+        cwd=ROOT,
+        env=os.environ | {"JINA_ONNX_BENCH_HOME": str(work)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    (json_path,) = out.glob("memory-*.json")
+    data = json.loads(json_path.read_text())
+    rows = data["models"]["t"]["rows"]
+    assert list(rows) == [row.label for row in ROWS]
+    for label, row in rows.items():
+        assert all(row[metric] > 0 for metric in ("import_s", "load_s", "first_encode_s", "rss_load_mb")), label
+        assert row["rss_start_mb"] < row["rss_load_mb"] <= row["peak_rss_mb"], label
+        assert row["rss_encoded_mb"] <= row["peak_rss_mb"] and row["peak_load_mb"] <= row["peak_rss_mb"], label
+    first, cached = rows["jina-onnx auto, first load"]["processes"][0], rows["jina-onnx auto, cached"]["processes"][0]
+    assert not first["speeds_cached_before"] and first["speeds_cached_after"]  # it measured, then cached
+    assert cached["speeds_cached_before"]  # the second process found that cache
+    assert not rows["jina-onnx int8"]["processes"][0]["speeds_cached_after"]  # a named precision never measures
+    same_file = {rows[label]["runs"]["file"] for label in ("jina-onnx fp32", "fastembed fp32", "ST ONNX fp32")}
+    assert same_file == {"onnx/model.onnx"}
+    markdown = (out / json_path.name.replace(".json", ".md")).read_text()
+    assert "| RSS after load MB | RSS after 20 texts MB | peak RSS MB |" in markdown
+    assert all(f"| jina-embedding-t-en-v1 | {row.label} | " in markdown for row in ROWS)
+    assert data["machine"]["cpu"] in markdown
