@@ -23,7 +23,7 @@ from typing import Any
 from .engines import checks, engine_version, openvino
 from .errors import DeviceError, require
 from .loadplan import CUDA, Facts, Option, Plan, Request, may_run_openvino, plan_load
-from .machine import physical_cores
+from .machine import physical_cores, release_freed_memory
 from .manifest import Manifest, Precision
 from .model import EmbeddingModel
 
@@ -105,6 +105,7 @@ def settle(
                     opened.pop(previous, None)
                 (measured[option.label],) = checks.measure([get(option)], request.objective)
                 previous = option
+            release_freed_memory()  # the candidates closed above
             checks.store_speeds(cache_dir, _speed_keys(manifest, request.objective, threads, plan.measure), measured)
             facts = dataclasses.replace(facts, speeds={**facts.speeds, **measured})
         else:

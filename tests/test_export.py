@@ -74,6 +74,7 @@ def test_graph_layout(size: str, inputs: list[str], artifact) -> None:
     files = sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*") if p.is_file())
     assert files == [
         "1_Pooling/config.json",
+        "README.md",  # the model card
         "config.json",
         "manifest.json",
         "modules.json",
@@ -141,7 +142,7 @@ def test_existing_artifact_needs_overwrite(artifact, checkpoint, tmp_path: Path)
     out = tmp_path / "copy"
     shutil.copytree(artifact("t"), out)
     before = (out / "manifest.json").read_text()
-    with pytest.raises(ExportError, match="--overwrite"):
+    with pytest.raises(ExportError, match="pass overwrite=True"):  # --overwrite in the CLI's words
         export_model(checkpoint("t"), out)
     assert (out / "manifest.json").read_text() == before
     export_model(checkpoint("t"), out, overwrite=True)
@@ -163,7 +164,7 @@ def test_unsupported_and_incomplete_checkpoints(checkpoint, tmp_path: Path) -> N
     with pytest.raises(ExportError, match="has no weights"):
         export_model(no_weights, tmp_path / "out-nw")
 
-    with pytest.raises(ExportError, match="neither a directory nor a hub id"):
+    with pytest.raises(ExportError, match="no such directory"):
         export_model(str(tmp_path / "does" / "not" / "exist"), tmp_path / "out-missing")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gpt", "no-weights"]
 

@@ -145,7 +145,7 @@ def test_fp16_survives_activations_far_beyond_fp16_range(hot_t5: Path, tmp_path:
     assert peaks["wo"] > 10 * 65504 and peaks["stream"] > 10 * 65504, peaks
 
     # 2. Exported: the rescaled recipe, its alpha, every MatMul in fp16, and the gate passed.
-    out = export_model(hot_t5, tmp_path / "hot", precisions=["fp32", "fp16"])
+    out = export_model(hot_t5, tmp_path / "hot", precisions=["fp32", "fp32-opt", "fp16"])  # step 4 reads fp32-opt
     fp16 = load_manifest(out).variants[Precision.FP16]
     alpha = fp16.details["alpha"]
     assert fp16.details["recipe"] == "rescaled" and fp16.parity.min_cosine >= 0.999
