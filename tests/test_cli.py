@@ -174,3 +174,11 @@ def test_verify_says_which_reference_it_measured_against(artifact, checkpoint, c
     assert main(["verify", str(artifact("t")), "--against", str(checkpoint("t"))]) == 0
     now = capsys.readouterr().out
     assert f"ok   reference: PyTorch fp32 run now on {checkpoint('t')}, " in now and "stored at export" not in now
+
+
+def test_serve_help_lists_every_route(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for route in ("POST /v1/embeddings", "POST /embed", "POST / and", "POST /tokenize", "GET /info", "GET /v1/models"):
+        assert route in text, route

@@ -197,7 +197,8 @@ def test_export_writes_exactly_the_named_precisions(checkpoint, tmp_path: Path, 
     # The CLI: `--precision fp32` writes fp32 only (it used to add fp32-opt); no --precision: the default four.
     assert main(["-q", "export", str(checkpoint("t")), "--out", str(tmp_path / "t-fp32"), "--precision", "fp32"]) == 0
     assert sorted(p.name for p in (tmp_path / "t-fp32").rglob("*.onnx")) == ["model.onnx"]
-    assert main(["-q", "export", str(checkpoint("t")), "--out", str(tmp_path / "t-default")]) == 0
+    assert main(["export", str(checkpoint("t")), "--out", str(tmp_path / "t-default")]) == 0  # as a user runs it
+    assert "jina-onnx: quantizing to int8" in capsys.readouterr().err  # each long step says what it does
     assert sorted(load_manifest(tmp_path / "t-default").variants) == ["fp16", "fp32", "fp32-opt", "int8"]
     capsys.readouterr()
     with pytest.raises(ExportError, match="'fp8' is not one of fp32, fp32-opt, fp16, int8"):

@@ -126,21 +126,21 @@ MEASURE_SECONDS = 0.03
 
 
 def speed(model: Any, objective: str = "throughput", budget: float = MEASURE_SECONDS) -> float:
-    """Texts/s of `model` on `objective`'s workload, run for about `budget` seconds (at least 2 calls, 5 for
+    """Texts/s of `model` on `objective`'s workload, run for about `budget` seconds (at least 1 call, 3 for
     latency)."""
     token = model.manifest.tokenizer.pad_id + 1
     if objective == "latency":
         one = [[token] * min(16, model.max_length)]
         times: list[float] = []
         started = time.perf_counter()
-        while len(times) < 5 or time.perf_counter() - started < budget:
+        while len(times) < 3 or time.perf_counter() - started < budget:
             call = time.perf_counter()
             model.embed_token_ids(one)
             times.append(time.perf_counter() - call)
         return 1.0 / sorted(times)[len(times) // 2]
     batch = [[token + (i % 7) for i in range(min(32, model.max_length))]] * 8
     calls, started = 0, time.perf_counter()
-    while calls < 2 or time.perf_counter() - started < budget:
+    while calls < 1 or time.perf_counter() - started < budget:
         model.embed_token_ids(batch)
         calls += 1
     return len(batch) * calls / (time.perf_counter() - started)
@@ -151,7 +151,7 @@ def measure(models: list[Any], objective: str, rounds: int = 1) -> list[float]:
     A first load passes one model at a time, so only one candidate is in memory (`loader.settle`)."""
     speeds = []
     for model in models:
-        speed(model, objective, budget=0.0)  # 2 calls (5 for latency)
+        speed(model, objective, budget=0.0)  # 1 call (3 for latency): the first allocates and picks kernels
         speeds.append(max(speed(model, objective) for _ in range(rounds)))
     return speeds
 
