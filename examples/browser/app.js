@@ -1,6 +1,7 @@
 // Embeds the seed sentences with transformers.js (WebAssembly) from the model directory serve.py serves,
 // and shows their cosine similarities. window.jinaOnnx holds the numbers for tests (tests/test_interop.py).
-import { env, pipeline } from "/vendor/transformers/transformers.web.js";
+import { env } from "@huggingface/transformers"; // the web build, by index.html's import map
+import { featureExtractor } from "./feature-extractor.js";
 
 const status = document.getElementById("status");
 try {
@@ -14,7 +15,7 @@ try {
     `${page.model}: onnx/${page.dtype === "q8" ? "model_quantized" : "model"}.onnx, ` +
     `${page.pooling} pooling${page.normalize ? ", normalized" : ""}, transformers.js on WebAssembly`;
   const started = performance.now();
-  const extractor = await pipeline("feature-extraction", page.model, { dtype: page.dtype, device: "wasm" });
+  const extractor = await featureExtractor(page.model, { dtype: page.dtype, device: "wasm" });
   const output = await extractor(page.texts, { pooling: page.pooling, normalize: page.normalize });
   const vectors = output.tolist();
   const seconds = (performance.now() - started) / 1000;

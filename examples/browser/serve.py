@@ -5,7 +5,7 @@ and one model directory in the Hugging Face layout (a `jina-onnx export` directo
 
 (`run.sh` installs the npm packages first.) Nothing is fetched from outside: every file the page needs comes
 from this server, which answers only for the page, the two packages' dist folders and the model directory.
-Standard library only; the page and its reading of the directory are in app.js.
+Standard library only; the page and its reading of the directory are in app.js and feature-extractor.js.
 """
 
 from __future__ import annotations
@@ -79,7 +79,7 @@ class Handler(SimpleHTTPRequestHandler):
                 target = (folder / path[len(prefix) :]).resolve()
                 # A name that climbs out of its folder gets a 404, never another file of this machine.
                 return str(target) if target.is_relative_to(folder.resolve()) else str(HERE / "missing")
-        if path in ("/", "/index.html", "/app.js"):
+        if path in ("/", "/index.html", "/app.js", "/feature-extractor.js"):
             return str(HERE / (path.lstrip("/") or "index.html"))
         return str(HERE / "missing")
 
