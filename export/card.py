@@ -80,7 +80,8 @@ TextEmbedding.add_custom_model(
 )
 ```
 
-transformers.js (BERT models; it reads a T5 config as encoder-decoder and refuses a T5 encoder):
+transformers.js (a BERT model as below; for a T5 encoder, `pipeline()` asks for a decoder: build the same
+pipeline on its encoder-only class, as jina-onnx's examples/browser/feature-extractor.js does):
 
 ```js
 import {{ pipeline }} from "@huggingface/transformers";
