@@ -77,8 +77,9 @@ def export_model(
     """Export a checkpoint to an ONNX artifact directory and return its path.
 
     The directory is also a Hugging Face model repository in the conventional layout (`export/layout.py`,
-    docs/interop.md): sentence-transformers (`backend="onnx"`), fastembed and transformers.js load it as is,
-    and `hf upload` publishes it.
+    docs/interop.md): sentence-transformers (`backend="onnx"`), fastembed and `build_model("org/repo")` load it as
+    is, transformers.js too (a T5 encoder through examples/browser/feature-extractor.js), and `hf upload`
+    publishes it with its model card.
 
     Every variant is run through the runtime on a fixed probe set and compared with PyTorch
     before it is kept: fp32 must match within 1e-4 or nothing is written; an optimized, fp16 or
