@@ -112,6 +112,7 @@ CLI_CASES: dict[str, list[tuple[list[str], bytes | None, int, str]]] = {
         (["encode", "-m", "{root}/broken-artifact", "--precision", "fp32", "a"], None, 1, "sha256"),
         (["encode", "-m", "{root}/garbled-manifest", "a"], None, 1, "manifest.json"),
         (["encode", "-m", "{T}", "--threads", "0", "a"], None, 1, "--threads 0 must be a positive integer"),
+        (["encode", "-m", "{T}", "--backend", "openvino", "--threads", "0", "a"], None, 1, "--threads 0 must be"),
         (["encode", "-m", "{T}", "--batch-size", "-1", "a"], None, 1, "--batch-size -1 must be a positive"),
         (["encode", "-m", "{T}", "-o", "{dir}", "a"], None, 1, "is a directory; give a file name"),
         (["encode", "-m", "{T}", "-o", "{missing}/x.npy", "a"], None, 1, "does not exist; create it"),

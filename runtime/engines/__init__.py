@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from ..errors import require
+from ..errors import InputError, require
 from ..similarity import FloatArray
 
 KNOWN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -121,6 +121,9 @@ def open_engine(
         >>> engine.pooled  # doctest: +SKIP
         True
     """
+    # Checked here, for both engines: OpenVINO took threads=0 and ran (`encode --threads 0` with backend auto).
+    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
+        raise InputError(f"threads={threads!r} must be a positive integer (leave it unset for the physical cores)")
     if engine == "openvino":
         from .openvino import OpenVINOSession
 

@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from ..errors import ArtifactError, DeviceError, InputError, require
+from ..errors import ArtifactError, DeviceError, require
 from ..machine import physical_cores
 
 log = logging.getLogger("jina_onnx")
@@ -43,8 +43,6 @@ def missing_cuda_libraries() -> list[str]:
 def session_options(threads: int | None, allow_spinning: bool = True) -> Any:
     ort = require("onnxruntime", "cpu")
     options = ort.SessionOptions()
-    if threads is not None and (not isinstance(threads, int) or isinstance(threads, bool) or threads < 1):
-        raise InputError(f"threads={threads!r} must be a positive integer (leave it unset for the physical cores)")
     options.intra_op_num_threads = threads or physical_cores()
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     # Memory patterns are planned per input shape and kept: with free-length text that is a slow
