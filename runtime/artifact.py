@@ -2,8 +2,8 @@
 
 The layer under everything that loads a model: `resolve_artifact` finds the directory (fetching a Hub id's small
 files: `jina_onnx.hub`), `read_manifest` reads what it holds (or builds the manifest of a third-party export:
-`jina_onnx.foreign`), and `checked_file` hands out each file the loader asks for, fetched where needed and
-checked against the manifest's sha256. Nothing here imports the model or the loader (docs/architecture.md,
+`jina_onnx.foreign`), and `checked_file` / `open_checked` hand out each file the loader asks for, fetched
+where needed and checked against the manifest's sha256. Nothing here imports the model or the loader (docs/architecture.md,
 "Layers").
 
 Example:
@@ -16,7 +16,10 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import TypeVar
 
 from . import hub
 from .errors import ArtifactError, InputTypeError, ModelNotFoundError
@@ -25,6 +28,7 @@ from .manifest import MANIFEST_FILE, Manifest, Precision, load_manifest, sha256_
 from .registry import find_spec, home_dir
 
 log = logging.getLogger("jina_onnx")
+T = TypeVar("T")
 
 
 def read_manifest(directory: Path) -> Manifest:
@@ -121,12 +125,49 @@ def checked_file(directory: Path, name: str, sha256: str) -> Path:
     return path
 
 
+def open_checked(directory: Path, name: str, sha256: str, use: Callable[[Path], T]) -> tuple[Path, T]:
+    """`(path, use(path))` for an artifact file (a graph: `use` builds its session), with the file's sha256
+    computed on a second thread while `use` runs, and the result handed out only if it matches the manifest.
+
+    Hashing a graph costs about as long as building its session (0.03-0.06 s for 43-90 MB here) and both leave
+    a core idle, so a load takes the longer of the two instead of their sum. Nothing runs on what `use` built
+    before the check passed: a mismatch drops it and raises (a Hub file is fetched once more and opened again,
+    `hub.refetch`); where `use` fails on a damaged file, the checksum error is the one raised.
+
+    Example:
+        >>> path, session = open_checked(directory, variant.file, variant.sha256, create_session)  # doctest: +SKIP
+    """
+    path = hub.fetch(directory, name)  # a Hub id: downloaded first where missing, checked below
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; the artifact is incomplete, re-export the model")
+    with ThreadPoolExecutor(1, thread_name_prefix="jina-onnx-sha256") as pool:
+        digest = pool.submit(sha256_file, path)
+        try:
+            opened, failure = use(path), None
+        except Exception as error:  # judged after the checksum: a damaged file explains it
+            opened, failure = None, error
+        actual = digest.result()
+    if actual == sha256:
+        if failure is not None:
+            raise failure
+        return path, opened  # type: ignore[return-value]
+    del opened  # built from a file that is not the one the manifest describes: never used
+    repaired = hub.refetch(directory, name, sha256)
+    if repaired is None:
+        raise _mismatch(path, actual, sha256) from failure
+    return repaired, use(repaired)
+
+
 def _check_file(path: Path, expected_sha256: str) -> None:
     if not path.is_file():
         raise ArtifactError(f"{path}: missing; the artifact is incomplete, re-export the model")
     actual = sha256_file(path)
     if actual != expected_sha256:
-        raise ArtifactError(
-            f"{path}: checksum mismatch (sha256 {actual[:12]}..., manifest says {expected_sha256[:12]}...); "
-            "the file is corrupted or was replaced: re-export the model"
-        )
+        raise _mismatch(path, actual, expected_sha256)
+
+
+def _mismatch(path: Path, actual: str, expected: str) -> ArtifactError:
+    return ArtifactError(
+        f"{path}: checksum mismatch (sha256 {actual[:12]}..., manifest says {expected[:12]}...); "
+        "the file is corrupted or was replaced: re-export the model"
+    )

@@ -89,7 +89,8 @@ def open_repo(
 def fetch(directory: Path, name: str, sha256: str | None = None) -> Path:
     """The local path of `name` in an artifact directory, fetched first if it is a Hub snapshot without it.
 
-    With `sha256`, a fetched file that does not match is deleted and fetched once more, then refused."""
+    With `sha256`, a fetched file that does not match is deleted and fetched once more, then refused (the
+    loader checks graphs itself while it opens them, then calls `refetch`: `artifact.open_checked`)."""
     path = safe_member(directory, name)
     remote = _OPENED.get(str(directory))
     if remote is None:
@@ -97,16 +98,29 @@ def fetch(directory: Path, name: str, sha256: str | None = None) -> Path:
     if not path.is_file():
         _download(remote, name, force=False)
     if sha256 is not None and sha256_file(path) != sha256:
+        repaired = refetch(directory, name, sha256)
+        assert repaired is not None
+        return repaired
+    return path
+
+
+def refetch(directory: Path, name: str, sha256: str) -> Path | None:
+    """A Hub file that failed its check, deleted (link and blob) and fetched once more, and refused if it is
+    still wrong; None for a local artifact, which has nowhere to fetch from."""
+    remote = _OPENED.get(str(directory))
+    if remote is None:
+        return None
+    path = safe_member(directory, name)
+    _forget(path)
+    _download(remote, name, force=True)
+    actual = sha256_file(path)
+    if actual != sha256:
         _forget(path)
-        _download(remote, name, force=True)
-        actual = sha256_file(path)
-        if actual != sha256:
-            _forget(path)
-            raise ArtifactError(
-                f"{remote.repo_id}@{remote.commit[:12]}: {name} has sha256 {actual[:12]}... but its manifest says "
-                f"{sha256[:12]}... (fetched twice): the file on the Hub is damaged or was replaced without its "
-                "manifest; ask the repository's owner to re-export it, or pin an earlier revision"
-            )
+        raise ArtifactError(
+            f"{remote.repo_id}@{remote.commit[:12]}: {name} has sha256 {actual[:12]}... but its manifest says "
+            f"{sha256[:12]}... (fetched twice): the file on the Hub is damaged or was replaced without its "
+            "manifest; ask the repository's owner to re-export it, or pin an earlier revision"
+        )
     return path
 
 

@@ -60,11 +60,10 @@ def package_versions(names: tuple[str, ...] | list[str]) -> dict[str, str]:
 
 def release_freed_memory() -> None:
     """Hand memory freed by Python and ONNX Runtime back to the system (glibc keeps freed heap pages mapped): after
-    a first load closed the candidates it measured, RSS otherwise stayed 180 MB above a cached load's (t int8)."""
+    a first load closed the candidates it measured, RSS otherwise stayed 180 MB above a cached load's (t int8).
+    A closed model is freed as its last reference goes (it holds no reference cycle), so no gc pass is needed."""
     import ctypes
-    import gc
 
-    gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim this way

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from . import hostpath
-from .artifact import checked_file
+from .artifact import checked_file, open_checked
 from .batching import (
     DEVICE_DEFAULTS,
     IndexArray,
@@ -86,6 +86,7 @@ class EmbeddingModel:
         precision: str | None = None,
         host_workers: int | None = None,
         engine: Engine | None = None,
+        tokenizer: TextTokenizer | None = None,
     ):
         self.directory = directory
         self.manifest = manifest
@@ -95,8 +96,8 @@ class EmbeddingModel:
         self.backend = backend
         self.device = device
         self.device_id = device_id
-        self.onnx_path = checked_file(directory, variant.file, variant.sha256)  # fetched first from a Hub id
-        self.tokenizer = TextTokenizer(
+        # A tokenizer already opened from this artifact (one per first load, not one per candidate) is reused.
+        self.tokenizer = tokenizer or TextTokenizer(
             checked_file(directory, manifest.tokenizer.file, manifest.tokenizer.sha256),
             manifest.max_length,
             manifest.tokenizer.pad_id,
@@ -106,17 +107,22 @@ class EmbeddingModel:
                 f"{self.tokenizer.path}: vocabulary has {self.tokenizer.vocab_size} tokens but the manifest "
                 f"says {manifest.tokenizer.vocab_size}; the tokenizer belongs to another model: re-export"
             )
-        self.engine: Engine = engine or open_engine(
-            self.onnx_path,
-            variant.sha256,
-            backend,
-            device,
-            precision=self.precision,
-            threads=threads,
-            device_id=device_id,
-            allow_spinning=allow_spinning,
-            io_binding=io_binding,
-        )
+
+        def session(path: Path) -> Engine:
+            return engine or open_engine(
+                path,
+                variant.sha256,
+                backend,
+                device,
+                precision=self.precision,
+                threads=threads,
+                device_id=device_id,
+                allow_spinning=allow_spinning,
+                io_binding=io_binding,
+            )
+
+        # The graph (fetched first from a Hub id) is checked against the manifest while its session builds.
+        self.onnx_path, self.engine = open_checked(directory, variant.file, variant.sha256, session)
         unknown = set(self.engine.input_names) - set(KNOWN_INPUTS)
         if unknown:
             raise ArtifactError(f"{self.onnx_path}: unexpected graph inputs {sorted(unknown)}; expected {KNOWN_INPUTS}")

@@ -177,6 +177,17 @@ def test_a_graph_damaged_on_the_server_is_refused_never_used(hub: FakeHub) -> No
     assert not any(p.exists() for p in cached)  # not left in the cache for a later load to pick up
 
 
+def test_a_graph_damaged_in_the_cache_is_fetched_again(hub: FakeHub) -> None:
+    first = build_model(REPO, device="cpu", precision="int8")
+    blob = first.onnx_path.resolve()  # the cache's blob behind the snapshot's link
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a bit flipped on this disk; the Hub's copy is fine
+    blob.write_bytes(bytes(data))
+    again = build_model(REPO, device="cpu", precision="int8")
+    assert hub.downloads.count("onnx/model_quantized.onnx") == 2  # fetched once more, then used
+    assert np.abs(again.encode(["a text"]) - first.encode(["a text"])).max() == 0.0
+
+
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [

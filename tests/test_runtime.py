@@ -173,6 +173,44 @@ def test_truncated_onnx_with_matching_checksum_fails_to_load(damaged: Path) -> N
         build_model(damaged, precision="fp32")
 
 
+def test_a_damaged_graph_is_refused_by_its_checksum_not_by_what_fails_on_it(damaged: Path) -> None:
+    # The session builds while the file is hashed (artifact.open_checked): ONNX Runtime fails on the cut file,
+    # and the error names the cause, the checksum, not the parse failure it led to.
+    path = damaged / "onnx" / "model.onnx"
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 3])
+    with pytest.raises(ArtifactError, match=r"model\.onnx: checksum mismatch") as caught:
+        build_model(damaged, precision="fp32")
+    assert "ONNX Runtime cannot load it" in str(caught.value.__cause__)
+
+
+def test_a_first_load_opens_one_tokenizer_for_all_its_candidates(artifact, tmp_path, monkeypatch) -> None:
+    from jina_onnx import model as model_module
+
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))
+    monkeypatch.setenv("JINA_ONNX_BACKEND", "onnxruntime")
+    opened: list[Path] = []
+
+    class Counted(model_module.TextTokenizer):  # type: ignore[misc, name-defined]
+        def __init__(self, path: Path, *args: object) -> None:
+            opened.append(path)
+            super().__init__(path, *args)
+
+    monkeypatch.setattr(model_module, "TextTokenizer", Counted)
+    measured: list[str] = []
+    from jina_onnx.engines import checks
+
+    real = checks.measure
+    monkeypatch.setattr(
+        checks,
+        "measure",
+        lambda models, objective: (measured.extend(m.precision for m in models), real(models, objective))[1],
+    )
+    model = build_model(artifact("t"), device="cpu")
+    assert len(measured) == 2 and model.precision in measured  # it measured two candidates...
+    assert len(opened) == 1 and model.tokenizer.path == opened[0]  # ...with one tokenizer
+    assert model.encode(SEED).shape == (2, 312)
+
+
 def test_missing_or_foreign_tokenizer(damaged: Path, artifact) -> None:
     (damaged / "tokenizer.json").unlink()
     with pytest.raises(ArtifactError, match=r"tokenizer\.json: missing"):
