@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from jina_onnx.errors import ExportError, HubError, require
+from jina_onnx.errors import ExportError, require
 from jina_onnx.registry import find_spec
 
 # What a sentence-transformers / hub checkpoint needs; skips ONNX, TF, Flax and other extras.
@@ -56,23 +56,15 @@ def resolve_source(
 
 
 def download(repo_id: str, revision: str | None, hub_cache: str | os.PathLike[str] | None) -> Path:
-    """snapshot_download with errors that say whether the network, the repo or the revision failed."""
+    """snapshot_download with errors that say whether the network, the repo or the revision failed (the
+    runtime's wording: `jina_onnx.hub.hub_error`)."""
+    from jina_onnx.hub import hub_error, hub_offline
+
     hub = require("huggingface_hub", "export")
-    errors = hub.errors
     try:
         path = hub.snapshot_download(repo_id, revision=revision, cache_dir=hub_cache, allow_patterns=HUB_PATTERNS)
-    except errors.RevisionNotFoundError as e:
-        raise HubError(f"{repo_id} has no revision {revision!r}; check the branch, tag or commit", "revision") from e
-    except errors.RepositoryNotFoundError as e:
-        raise HubError(
-            f"hub repository {repo_id!r} does not exist or is private (log in with `hf auth login`)", "repo"
-        ) from e
-    except errors.LocalEntryNotFoundError as e:
-        raise HubError(
-            f"cannot reach the Hugging Face Hub to download {repo_id} and it is not in the local cache "
-            "(offline?); pass a local checkpoint directory instead",
-            "network",
-        ) from e
-    except (OSError, errors.HfHubHTTPError) as e:
-        raise HubError(f"download of {repo_id} failed: {e}", "network") from e
+    except Exception as error:
+        raise hub_error(
+            hub, error, repo_id, revision, offline=hub_offline(), instead="pass a local checkpoint directory"
+        ) from error
     return Path(path)

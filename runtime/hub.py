@@ -132,7 +132,7 @@ def fetch_all(directory: Path, names: list[str]) -> None:
 
 
 def _options(token: str | bool | None, local_files_only: bool) -> dict[str, Any]:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    offline = hub_offline()
     return {
         "token": token,
         "cache_dir": os.environ.get("HF_HUB_CACHE") or None,
@@ -192,7 +192,21 @@ def _forget(path: Path) -> None:
         blob.unlink(missing_ok=True)
 
 
-def _hub_error(hub: Any, error: Exception, repo_id: str, revision: str | None, options: dict[str, Any]) -> Exception:
+def hub_offline() -> bool:
+    """Whether HF_HUB_OFFLINE is set now (huggingface_hub reads it once, when it is first imported)."""
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def hub_error(
+    hub: Any, error: Exception, repo_id: str, revision: str | None, *, offline: bool = False, instead: str
+) -> Exception:
+    """huggingface_hub's error as a one-line HubError that says what failed (network, repo or revision) and
+    what to do; `instead` is the local alternative ("give an artifact directory"). The export's download uses
+    it too. Anything else is returned as it was.
+
+    Example:
+        >>> raise hub_error(hub, error, "org/repo", "v2", instead="give an artifact directory") from None  # doctest: +SKIP
+    """
     errors = hub.errors
     at = f"@{revision}" if revision else ""
     if isinstance(error, errors.RevisionNotFoundError):
@@ -204,12 +218,17 @@ def _hub_error(hub: Any, error: Exception, repo_id: str, revision: str | None, o
             "repo",
         )
     if isinstance(error, errors.LocalEntryNotFoundError):
-        where = "the Hub is offline (HF_HUB_OFFLINE)" if options["local_files_only"] else "the Hub cannot be reached"
+        where = "the Hub is offline (HF_HUB_OFFLINE)" if offline else "the Hub cannot be reached"
         return HubError(
-            f"{repo_id}{at} is not in the Hugging Face cache and {where}: load it once online, or give an "
-            "artifact directory",
+            f"{repo_id}{at} is not in the Hugging Face cache and {where}: load it once online, or {instead}",
             "network",
         )
     if isinstance(error, (OSError, errors.HfHubHTTPError)):
         return HubError(f"fetching {repo_id}{at} from the Hub failed: {error}", "network")
     return error
+
+
+def _hub_error(hub: Any, error: Exception, repo_id: str, revision: str | None, options: dict[str, Any]) -> Exception:
+    return hub_error(
+        hub, error, repo_id, revision, offline=options["local_files_only"], instead="give an artifact directory"
+    )
