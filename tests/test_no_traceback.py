@@ -23,7 +23,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.serve import free_port, stop
 from jina_onnx.cli import main
 
 DOCUMENTED = {0, 1, 2, 3, 130}  # 4 is documented too, but it means a bug: never an answer to user input
@@ -451,49 +450,16 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 
 @pytest.fixture(scope="module")
 def server_url(artifact) -> Iterator[str]:  # type: ignore[no-untyped-def]
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "jina_onnx",
-            "-q",
-            "serve",
-            "-m",
-            str(artifact("t")),
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--port",
-            str(port),
-            "--max-inputs-per-request",
-            "8",
-            "--max-request-bytes",
-            "20000",
-        ],
-        env={**os.environ, "JINA_ONNX_API_KEY": KEY},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while True:
-            assert proc.poll() is None, proc.communicate()
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline
-            time.sleep(0.2)
+    from tests.test_server import server
+
+    limits = ["--max-inputs-per-request", "8", "--max-request-bytes", "20000"]
+    with server("-m", str(artifact("t")), "--precision", "fp32", *limits, env={"JINA_ONNX_API_KEY": KEY}) as (
+        url,
+        proc,
+    ):
         yield url
-    finally:
-        stop(proc)
-        _, stderr = proc.communicate()
-        assert "Traceback" not in stderr, stderr
+    _, stderr = proc.communicate()  # stopped by server(): what it said while every bad request came in
+    assert "Traceback" not in stderr, stderr
 
 
 Request = Callable[[httpx.Client], httpx.Response]
