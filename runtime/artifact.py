@@ -3,8 +3,8 @@
 The layer under everything that loads a model: `resolve_artifact` finds the directory (fetching a Hub id's small
 files: `jina_onnx.hub`), `read_manifest` reads what it holds (or builds the manifest of a third-party export:
 `jina_onnx.foreign`), and `checked_file` / `open_checked` hand out each file the loader asks for, fetched
-where needed and checked against the manifest's sha256. Nothing here imports the model or the loader (docs/architecture.md,
-"Layers").
+where needed and checked against the manifest's sha256. Nothing here imports the model or the loader
+(docs/architecture.md, "Layers").
 
 Example:
     >>> directory = resolve_artifact("jina-embedding-t-en-v1", None)

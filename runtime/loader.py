@@ -65,14 +65,15 @@ def settle(
     facts = gather_facts(directory, manifest, request, cache_dir, threads)
     opened: dict[Option, EmbeddingModel] = {}
 
-    shared: dict[str, Any] = {}  # the tokenizer: every candidate of one artifact reads the same file
+    tokenizer = None  # one for every candidate: they read the same file
 
     def get(option: Option) -> EmbeddingModel:
+        nonlocal tokenizer
         if option not in opened:
             opened[option] = open_option(
-                directory, manifest, option, _threads(threads, option), tokenizer=shared.get("tokenizer"), **options
+                directory, manifest, option, _threads(threads, option), tokenizer=tokenizer, **options
             )
-            shared["tokenizer"] = opened[option].tokenizer
+            tokenizer = opened[option].tokenizer
         return opened[option]
 
     for _ in range(3):  # at most: check bf16, measure, then the choice
