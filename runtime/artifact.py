@@ -135,7 +135,11 @@ def open_checked(directory: Path, name: str, sha256: str, use: Callable[[Path], 
     `hub.refetch`); where `use` fails on a damaged file, the checksum error is the one raised.
 
     Example:
-        >>> path, session = open_checked(directory, variant.file, variant.sha256, create_session)  # doctest: +SKIP
+        >>> directory = resolve_artifact("jina-embedding-t-en-v1", None)
+        >>> variant = read_manifest(directory).variants[Precision.INT8]
+        >>> path, size = open_checked(directory, variant.file, variant.sha256, lambda path: path.stat().st_size)
+        >>> path.name, size > 0
+        ('model_quantized.onnx', True)
     """
     path = hub.fetch(directory, name)  # a Hub id: downloaded first where missing, checked below
     if not path.is_file():
