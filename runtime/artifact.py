@@ -120,9 +120,16 @@ def checked_file(directory: Path, name: str, sha256: str) -> Path:
         >>> checked_file(directory, manifest.tokenizer.file, manifest.tokenizer.sha256).name
         'tokenizer.json'
     """
-    path = hub.fetch(directory, name, sha256)
-    _check_file(path, sha256)
-    return path
+    path = hub.fetch(directory, name)  # a Hub id: downloaded first where missing
+    if not path.is_file():
+        raise ArtifactError(f"{path}: missing; the artifact is incomplete, re-export the model")
+    actual = sha256_file(path)
+    if actual == sha256:
+        return path
+    repaired = hub.refetch(directory, name, sha256)  # a Hub file: fetched once more, or refused
+    if repaired is None:
+        raise _mismatch(path, actual, sha256)
+    return repaired
 
 
 def open_checked(directory: Path, name: str, sha256: str, use: Callable[[Path], T]) -> tuple[Path, T]:
@@ -160,14 +167,6 @@ def open_checked(directory: Path, name: str, sha256: str, use: Callable[[Path], 
     if repaired is None:
         raise _mismatch(path, actual, sha256) from failure
     return repaired, use(repaired)
-
-
-def _check_file(path: Path, expected_sha256: str) -> None:
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing; the artifact is incomplete, re-export the model")
-    actual = sha256_file(path)
-    if actual != expected_sha256:
-        raise _mismatch(path, actual, expected_sha256)
 
 
 def _mismatch(path: Path, actual: str, expected: str) -> ArtifactError:

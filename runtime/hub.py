@@ -8,15 +8,15 @@ read when a model is opened, not when Python started):
    revision and returns its snapshot directory, which is an artifact directory like any other;
 2. the load plan decides what runs, and each graph it opens is fetched then (`fetch`): a named precision
    fetches one graph, `precision="auto"` its candidates, never the rest;
-3. every fetched file is checked against the manifest's sha256; a damaged or partial download is deleted and
-   fetched once more, and refused (never used) if it is still wrong.
+3. every fetched file is checked against the manifest's sha256 (`jina_onnx.artifact`); a damaged or partial
+   download is deleted and fetched once more (`refetch`), and refused (never used) if it is still wrong.
 
 A third-party repository in the same layout (no manifest.json) loads as a local one does: its fp32 graph
 (`onnx/model.onnx`) is fetched with the small files, and `build_model` warns that jina-onnx did not gate it.
 
 Example:
     >>> directory = open_repo("someone/jina-embedding-t-en-v1-onnx", revision="v1.0")  # doctest: +SKIP
-    >>> fetch(directory, "onnx/model_quantized.onnx", sha256)  # doctest: +SKIP
+    >>> fetch(directory, "onnx/model_quantized.onnx")  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -86,21 +86,14 @@ def open_repo(
     return directory
 
 
-def fetch(directory: Path, name: str, sha256: str | None = None) -> Path:
+def fetch(directory: Path, name: str) -> Path:
     """The local path of `name` in an artifact directory, fetched first if it is a Hub snapshot without it.
-
-    With `sha256`, a fetched file that does not match is deleted and fetched once more, then refused (the
-    loader checks graphs itself while it opens them, then calls `refetch`: `artifact.open_checked`)."""
+    The caller checks it against the manifest (`artifact.checked_file`, `artifact.open_checked`) and calls
+    `refetch` when it does not match."""
     path = safe_member(directory, name)
     remote = _OPENED.get(str(directory))
-    if remote is None:
-        return path  # a local artifact: the caller checks the file as it always did
-    if not path.is_file():
+    if remote is not None and not path.is_file():
         _download(remote, name, force=False)
-    if sha256 is not None and sha256_file(path) != sha256:
-        repaired = refetch(directory, name, sha256)
-        assert repaired is not None
-        return repaired
     return path
 
 

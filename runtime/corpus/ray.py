@@ -36,8 +36,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TextIO
 
-from .. import hub
-from ..artifact import resolve_artifact
+from ..artifact import checked_file, resolve_artifact
 from ..atomic import write_atomically
 from ..errors import InputError, require
 from ..manifest import Manifest, Precision, Variant, load_manifest, safe_member
@@ -72,7 +71,7 @@ def payload_files(directory: Path, precision: str) -> list[Path]:
     if manifest.probe is not None:
         names.append(manifest.probe.file)
     # The graph from the Hub where the artifact was opened there (jina_onnx.hub), checked against the manifest.
-    return [*(safe_member(directory, name) for name in names), hub.fetch(directory, variant.file, variant.sha256)]
+    return [*(safe_member(directory, name) for name in names), checked_file(directory, variant.file, variant.sha256)]
 
 
 def corpus_variant(directory: Path, manifest: Manifest, precision: str, device: str, threads: int) -> Variant:
