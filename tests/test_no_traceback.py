@@ -452,11 +452,9 @@ AUTH = {"Authorization": f"Bearer {KEY}"}
 def server_url(artifact) -> Iterator[str]:  # type: ignore[no-untyped-def]
     from tests.test_server import server
 
-    limits = ["--max-inputs-per-request", "8", "--max-request-bytes", "20000"]
-    with server("-m", str(artifact("t")), "--precision", "fp32", *limits, env={"JINA_ONNX_API_KEY": KEY}) as (
-        url,
-        proc,
-    ):
+    args = ["-m", str(artifact("t")), "--precision", "fp32", "--max-inputs-per-request", "8"]
+    args += ["--max-request-bytes", "20000"]
+    with server(*args, env={"JINA_ONNX_API_KEY": KEY}) as (url, proc):
         yield url
     _, stderr = proc.communicate()  # stopped by server(): what it said while every bad request came in
     assert "Traceback" not in stderr, stderr

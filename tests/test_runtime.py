@@ -196,15 +196,16 @@ def test_a_first_load_opens_one_tokenizer_for_all_its_candidates(artifact, tmp_p
             super().__init__(path, *args)
 
     monkeypatch.setattr(model_module, "TextTokenizer", Counted)
-    measured: list[str] = []
     from jina_onnx.engines import checks
 
-    real = checks.measure
-    monkeypatch.setattr(
-        checks,
-        "measure",
-        lambda models, objective: (measured.extend(m.precision for m in models), real(models, objective))[1],
-    )
+    measured: list[str] = []
+    timed = checks.measure
+
+    def measure(models, objective):  # type: ignore[no-untyped-def]
+        measured.extend(model.precision for model in models)
+        return timed(models, objective)
+
+    monkeypatch.setattr(checks, "measure", measure)
     model = build_model(artifact("t"), device="cpu")
     assert len(measured) == 2 and model.precision in measured  # it measured two candidates...
     assert len(opened) == 1 and model.tokenizer.path == opened[0]  # ...with one tokenizer
