@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -218,3 +219,22 @@ def test_export_writes_a_model_card_the_hub_parses(checkpoint, tmp_path: Path) -
     assert 'backend="onnx"' in card.text and "add_custom_model" in card.text and "build_model(" in card.text
     assert 'pipeline("feature-extraction"' in card.text  # transformers.js
     assert "README.md" not in load_manifest(out).files  # users edit cards: verify does not checksum it
+
+
+def test_an_export_frees_its_graphs_as_it_goes(checkpoint, tmp_path: Path) -> None:
+    """torch's traced module and onnxruntime.transformers' optimizer leave whole graphs in reference cycles; left
+    to Python's rare full gc pass, the test process kept 3.4 GB after exporting b, 13 GB after l, and was killed
+    for memory. Automatic gc is off here, so only the export's own collection can free them."""
+
+    def graphs() -> int:
+        return sum(isinstance(o, onnx.ModelProto) for o in gc.get_objects())
+
+    gc.collect()
+    before = graphs()
+    gc.disable()
+    try:
+        export_model(checkpoint("t"), tmp_path / "t", precisions=["fp16", "int8"])  # every step that makes graphs
+        left = graphs()
+    finally:
+        gc.enable()
+    assert left <= before
