@@ -126,7 +126,7 @@ def export_model(
         _publish(staging, out)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-        _free_cycles()  # a failed step's graphs too
+        _free_cycles()  # the last step's graphs, and a failed step's
     # Said once, at the end: a variant that missed its gate on one recipe and passed on the next (int8's
     # weight-only fallback) was written, and only what is finally left out earns a warning.
     written = load_manifest(out)
@@ -271,7 +271,6 @@ def _build(
             log.info("jina-onnx: dynamic int8 missed its gate (%s); trying weight-only int8", dynamic)
             how = to_int8_weight_only(source_file, staging / FILES[Precision.INT8])
             manifest = check(manifest, Precision.INT8, f"{base.value}, {how}", details={"dynamic_rejected": dynamic})
-        _free_cycles()
     return manifest
 
 

@@ -120,16 +120,8 @@ def checked_file(directory: Path, name: str, sha256: str) -> Path:
         >>> checked_file(directory, manifest.tokenizer.file, manifest.tokenizer.sha256).name
         'tokenizer.json'
     """
-    path = hub.fetch(directory, name)  # a Hub id: downloaded first where missing
-    if not path.is_file():
-        raise ArtifactError(f"{path}: missing; the artifact is incomplete, re-export the model")
-    actual = sha256_file(path)
-    if actual == sha256:
-        return path
-    repaired = hub.refetch(directory, name, sha256)  # a Hub file: fetched once more, or refused
-    if repaired is None:
-        raise _mismatch(path, actual, sha256)
-    return repaired
+    path, _ = open_checked(directory, name, sha256, lambda path: None)
+    return path
 
 
 def open_checked(directory: Path, name: str, sha256: str, use: Callable[[Path], T]) -> tuple[Path, T]:
