@@ -252,7 +252,7 @@ if pid == 0:
     os._exit(0)
 os.waitpid(pid, 0)
 child = json.loads(os.read(read, 100))
-print(json.dumps({"parent": max(parent, speed()), "child": child}))
+print(json.dumps({"parent": parent, "child": child}))  # best of 5 each: the same chance to hit a quiet moment
 """
 
 
@@ -275,13 +275,14 @@ def test_a_forked_child_encodes_as_fast_as_its_parent(artifact) -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
-    with_workers = speeds(2)
-    assert with_workers["child"] >= 0.9 * with_workers["parent"], with_workers
     # What the check guards against: the host work in the calling thread relies on the library's pool,
-    # which the child runs on one thread (about half the parent's speed on 2 cores).
+    # which the child runs on one thread (about half the parent's speed on 2 cores). The bounds sit between
+    # that half and 1.0, far enough from both that a shared, noisy machine does not cross them.
+    with_workers = speeds(2)
+    assert with_workers["child"] >= 0.8 * with_workers["parent"], with_workers
     if len(os.sched_getaffinity(0)) >= 2:
         serial = speeds(0)
-        assert serial["child"] < 0.8 * serial["parent"], serial
+        assert serial["child"] < 0.75 * serial["parent"], serial
 
 
 def test_worker_count_defaults_and_bad_values(artifact, monkeypatch) -> None:
