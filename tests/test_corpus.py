@@ -12,6 +12,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from benchmarks.sts import load_sts
-from jina_onnx import build_model
+from jina_onnx import ArtifactError, build_model
 from jina_onnx.corpus import MANIFEST, REJECTED, CorpusError, embed_files
 
 
@@ -194,6 +195,30 @@ def test_resume_after_sigkill_gives_the_same_output(artifact, tmp_path: Path) ->
         assert np.array_equal(resumed[key], vector)
     manifest = json.loads((tmp_path / "out" / MANIFEST).read_text())
     assert manifest["rows"] == 9000 and sum(1 for s in manifest["shards"].values() if s.get("resumed")) == len(done)
+
+
+def test_a_shipped_artifact_leaves_no_copy_on_the_node(artifact, tmp_path: Path, monkeypatch) -> None:
+    """Ray kills its actors at shutdown, which runs no finalizer: an actor's copy of an artifact shipped through
+    the object store is gone once its model is built (or has failed to build), and the actor still embeds."""
+    from jina_onnx.corpus.ray import _Embedder, artifact_payload
+
+    node_tmp = tmp_path / "node-tmp"
+    node_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(node_tmp))
+    directory = artifact("t")
+    payload = artifact_payload(directory, "int8")
+    embedder = _Embedder(payload, "int8", "cpu", 1, "text", "embedding", None, None)
+    assert list(node_tmp.iterdir()) == []
+    texts = ["a cat sits on the mat", "a kitten"]
+    embedded = embedder(pa.table({"text": texts}))
+    expected = build_model(directory, device="cpu", precision="int8").encode(texts)
+    np.testing.assert_allclose(np.array(embedded.column("embedding").to_pylist()), expected, atol=1e-6)
+
+    graph = next(name for name in payload if name.endswith(".onnx"))
+    damaged = {**payload, graph: payload[graph][:-1] + bytes([payload[graph][-1] ^ 1])}
+    with pytest.raises(ArtifactError, match="checksum"):
+        _Embedder(damaged, "int8", "cpu", 1, "text", "embedding", None, None)
+    assert list(node_tmp.iterdir()) == []
 
 
 def test_a_killed_ray_worker_changes_nothing(artifact, local_ray, tmp_path: Path) -> None:

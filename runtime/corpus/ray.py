@@ -125,6 +125,7 @@ class _Embedder:
         from ..build import build_model
 
         self.truncation, self.output_precision = truncation, output_precision
+        shipped: tempfile.TemporaryDirectory[str] | None = None
         if isinstance(artifact, str):
             directory = Path(artifact)
             if not directory.is_dir():
@@ -135,8 +136,8 @@ class _Embedder:
         else:
             ray = require("ray", "ray")
             files = ray.get(artifact) if not isinstance(artifact, dict) else artifact
-            self._tmp = tempfile.TemporaryDirectory(prefix="jina-onnx-artifact-")
-            directory = Path(self._tmp.name)
+            shipped = tempfile.TemporaryDirectory(prefix="jina-onnx-artifact-")
+            directory = Path(shipped.name)
             for name, data in files.items():
                 target = safe_member(directory, name)  # names from the driver's manifest; never outside
                 target.parent.mkdir(parents=True, exist_ok=True)
@@ -145,14 +146,20 @@ class _Embedder:
         # host workers stay within the CPUs Ray reserved for this actor (all but the one driving the GPU), not
         # the node's: several GPU actors share a node.
         host_workers = max(1, threads - 1) if device == "cuda" and threads else None
-        self.model = build_model(
-            directory,
-            device=device,
-            precision=precision,
-            threads=threads,
-            backend="onnxruntime",
-            host_workers=host_workers,
-        )
+        try:
+            self.model = build_model(
+                directory,
+                device=device,
+                precision=precision,
+                threads=threads,
+                backend="onnxruntime",
+                host_workers=host_workers,
+            )
+        finally:
+            # The built session and tokenizer need no file any more, so a shipped copy goes now: Ray kills its
+            # actors at shutdown, which runs no finalizer, and each would leave a whole artifact in the node's /tmp.
+            if shipped is not None:
+                shipped.cleanup()
         self.column, self.output_column = column, output_column
         self.normalize, self.batch_size = normalize, batch_size
 
