@@ -100,6 +100,7 @@ def write_checkpoint(
     ffn_output_scale: float = 1.0,
     embedding_scale: float = 1.0,
     corpus: Sequence[str] | None = None,
+    layers: int | None = None,
 ) -> Path:
     """Write a hub-layout checkpoint of a registry model with seeded random weights.
 
@@ -112,6 +113,9 @@ def write_checkpoint(
         embedding_scale: multiply the token embedding by this (with `ffn_output_scale`, it puts the
             whole residual stream beyond fp16's range from the first layer on).
         corpus: texts to train the T5 SentencePiece model on; default the BERT vocabulary's words.
+        layers: keep only this many of the config's layers (every width, head count and op stays the same).
+            The quick test run exports b and l this way: their full depth costs minutes per export and
+            catches nothing a shallower stack of the same layers does not (docs/testing.md).
     """
     torch = require("torch", "export")
     import transformers
@@ -122,12 +126,18 @@ def write_checkpoint(
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
+    if layers is not None and not 1 <= layers <= spec.layers:
+        raise ExportError(f"layers={layers} is not between 1 and {spec.name}'s {spec.layers}")
     if spec.architecture is Architecture.BERT:
         config: dict[str, Any] = dict(BERT_CONFIG)
+        if layers is not None:
+            config["num_hidden_layers"] = layers
         model: Any = transformers.BertModel(transformers.BertConfig(**config), add_pooling_layer=False)
         _write_bert_tokenizer(out)
     else:
         config = t5_config(spec.name)
+        if layers is not None:
+            config["num_layers"] = config["num_decoder_layers"] = layers
         model = transformers.T5EncoderModel(transformers.T5Config(**config))
         _write_t5_tokenizer(out, corpus)
         (out / "modeling_t5.py").write_text('raise RuntimeError("remote code was executed")\n')
