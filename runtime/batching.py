@@ -15,6 +15,9 @@ DEFAULT_TOKEN_BUDGET = 8192  # batch x padded length; 16 passages of 512 tokens,
 DEVICE_DEFAULTS = {"cpu": (32, DEFAULT_TOKEN_BUDGET), "cuda": (256, 65536)}
 
 
+WINDOW_TEXTS = 4096  # the least texts in a full window (tests lower it to check many windows on few texts)
+
+
 def sort_windows(count: int, batch_size: int, ramp: bool = False) -> list[tuple[int, int]]:
     """(start, end) of the windows `encode` tokenizes and length-sorts one at a time.
 
@@ -37,7 +40,7 @@ def sort_windows(count: int, batch_size: int, ramp: bool = False) -> list[tuple[
         >>> sort_windows(4_000, 256, ramp=True)
         [(0, 256), (256, 576), (576, 976), (976, 1476), (1476, 2101), (2101, 2882), (2882, 3858), (3858, 4000)]
     """
-    first, size = (1 if ramp else 2) * batch_size, max(4096, 16 * batch_size)
+    first, size = (1 if ramp else 2) * batch_size, max(WINDOW_TEXTS, 16 * batch_size)
     bounds = [0, min(first, count)]
     while bounds[-1] < count:
         step = min(size, first + bounds[-1] // 4) if ramp else size

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from benchmarks.sts import load_sts
-from jina_onnx import EmbeddingModel, InputTypeError, build_model, hostpath
+from jina_onnx import EmbeddingModel, InputTypeError, batching, build_model, hostpath
 from jina_onnx.batching import DEVICE_DEFAULTS, sort_windows
 from jina_onnx.tokenization import TokenizedBatch
 
@@ -27,6 +27,7 @@ def mixed_texts(count: int, seed: int = 0) -> list[str]:
     texts = [rng.choice(sentences) for _ in range(count)]
     for i in range(0, count, 37):
         texts[i] = " ".join(rng.choice(sentences) for _ in range(rng.randint(5, 40)))  # up to past 512 tokens
+    texts[0] = " ".join(rng.choice(sentences) for _ in range(60))  # always one past 512 tokens
     texts[3], texts[11] = "", "Ünïcödé façade – 日本語 😀"
     return texts
 
@@ -48,10 +49,15 @@ def models(artifact):  # type: ignore[no-untyped-def]
     )
 
 
-def test_pipelined_equals_serial_exactly(models, artifact) -> None:
+def test_pipelined_equals_serial_exactly(models, artifact, sized, monkeypatch) -> None:
     serial, pipelined = models
     assert (serial.host_workers, pipelined.host_workers) == (0, 3) and pipelined.pipeline
-    texts = mixed_texts(4500)
+    # Three windows (the first small), each cut into slices for the workers. The quick run makes the full
+    # windows 1,024 texts instead of 4,096 (the same code, a quarter of the texts): a swap of two workers'
+    # slices inside a window fails it as it fails the full size.
+    window = int(sized(1024, 4096, "texts in a full sort window"))
+    monkeypatch.setattr(batching, "WINDOW_TEXTS", window)
+    texts = mixed_texts(window + 400)
     assert len(sort_windows(len(texts), DEVICE_DEFAULTS["cpu"][0])) == 3
     assert len(sort_windows(len(texts), DEVICE_DEFAULTS["cpu"][0], ramp=True)) > 3  # the workers' windows
     with pytest.warns(UserWarning, match="truncated"):
