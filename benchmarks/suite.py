@@ -56,6 +56,7 @@ class Settings:
     cold_repeats: int
     minilm_pairs: int  # STS-dev pairs for the MiniLM quality check (0: all 1,500)
     gpu_fixed_texts: int = 2048  # 128-token texts at batch 256, on CUDA only
+    minilm_runtimes: tuple[str, ...] = ()  # the runtimes of the MiniLM quality check (empty: every one)
 
 
 QUICK = Settings(
@@ -77,6 +78,9 @@ SMOKE = Settings(
     cold_repeats=1,
     minilm_pairs=50,
     gpu_fixed_texts=256,
+    # The MiniLM section runs the same loop as each model's (every runner is exercised on t); the reference
+    # and jina-onnx are enough to check it, and the other runners' exports of MiniLM cost 40 s of a test.
+    minilm_runtimes=("torch", "jina-onnx"),
 )  # for the test suite: every path, minimal work
 FULL = Settings(
     short_texts=512,
@@ -387,6 +391,8 @@ def minilm_quality(
             second[: settings.minilm_pairs],
             scores[: settings.minilm_pairs],
         )
+    if settings.minilm_runtimes:
+        runtimes = tuple(r for r in runtimes if r in settings.minilm_runtimes)
     specs = runner_specs("minilm", device, precisions, runtimes, threads)
     _, encoders, status = start_runners(specs)
     results: dict[str, object] = {}
