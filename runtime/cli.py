@@ -571,6 +571,11 @@ def _models(args: argparse.Namespace) -> int:
             f"{path.parent.name:<26} {source:<32} {manifest.architecture.value:<11} {manifest.dim:>5} {'-':>6} "
             f"{'-':>6}  yes"
         )
+    from .machine import cpu_class
+
+    cpu = cpu_class()
+    units = f"int8 units: {'yes' if cpu.int8_units else 'no'}, bf16 units: {'yes' if cpu.bf16_units else 'no'}"
+    print(f"this CPU: {cpu.name} ({', '.join(cpu.features) or 'no features known'}); {units}")
     logging.getLogger("jina_onnx").info("jina-onnx: exported models live in %s ($JINA_ONNX_HOME)", home)
     return 0
 
@@ -578,6 +583,7 @@ def _models(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from .build import build_model
     from .errors import InputError
+    from .machine import cpu_class
     from .registry import home_dir
 
     uses = [use.strip() for use in args.uses.split(",") if use.strip()]
@@ -586,14 +592,20 @@ def _prepare(args: argparse.Namespace) -> int:
     options = {"device": args.device, "precision": args.precision, "backend": args.backend}
     if "encode" in uses:  # as `encode` and `embed` load it
         model = build_model(args.model, **options)
-        print(f"encode: {model.name} runs {model.backend} {model.precision} on {model.device} ({model.onnx_path.name})")
+        print(
+            f"encode: {model.name} runs {model.backend} {model.precision} on {model.device} "
+            f"({model.onnx_path.name}; CPU class {cpu_class().name})"
+        )
         del model
     if "serve" in uses:  # as `serve` loads it by default: latency, batches in flight on a share of the cores
         from .serve.loading import load_models
 
         loaded, _, _ = load_models([args.model], **options)
         for name, model in loaded.items():
-            print(f"serve: {name} runs {model.backend} {model.precision} on {model.device} ({model.onnx_path.name})")
+            print(
+                f"serve: {name} runs {model.backend} {model.precision} on {model.device} "
+                f"({model.onnx_path.name}; CPU class {cpu_class().name})"
+            )
     logging.getLogger("jina_onnx").info("jina-onnx: measurements cached in %s", home_dir())
     return 0
 

@@ -23,7 +23,7 @@ from typing import Any
 from .engines import checks, engine_version, openvino
 from .errors import DeviceError, require
 from .loadplan import CUDA, Facts, Option, Plan, Request, may_run_openvino, plan_load
-from .machine import physical_cores, release_freed_memory
+from .machine import cpu_class, physical_cores, release_freed_memory
 from .manifest import Manifest, Precision
 from .model import EmbeddingModel
 
@@ -52,6 +52,9 @@ def load(
         assert plan.choice is not None
         model = get(plan.choice)
     log_once("jina-onnx: %s runs %s (%s; %s)", manifest.name, plan.choice.label, model.onnx_path.name, plan.reason)
+    if plan.warning and plan.warning not in _logged:
+        _logged.add(plan.warning)
+        log.warning("jina-onnx: %s", plan.warning)  # once a process: a warning, shown without logging set up
     return model
 
 
@@ -131,6 +134,8 @@ def gather_facts(
         rejected=dict(manifest.rejected),
         openvino=openvino.installed(),
         env_backend=os.environ.get(checks.ENV, "").strip(),
+        cpu_class=cpu_class().name,
+        int8_units=cpu_class().int8_units,
     )
     if not may_run_openvino(request, facts):
         facts = dataclasses.replace(facts, openvino=False)  # and OpenVINO is never imported

@@ -70,6 +70,8 @@ class Facts:
     bf16_failure: str = ""  # how it missed, where it did
     speeds: Mapping[str, float] = field(default_factory=dict)  # Option.label -> texts/s measured here
     env_backend: str = ""  # $JINA_ONNX_BACKEND: what backend="auto" means when set
+    cpu_class: str = ""  # machine.CpuClass.name, for messages
+    int8_units: bool = True  # the CPU multiplies int8 without saturation (VNNI, AMX, arm64 dotprod / i8mm)
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,7 @@ class Plan:
     reason: str
     measure: tuple[Option, ...] = ()  # time these against each other for `objective`
     check_bf16: Option | None = None  # run bf16's gate with this option
+    warning: str = ""  # what the caller should hear about the choice (it still runs what was asked)
 
 
 def plan_load(request: Request, facts: Facts) -> Plan:
@@ -125,7 +128,8 @@ def plan_load(request: Request, facts: Facts) -> Plan:
                 )
             candidates += (option,)
     if len(candidates) == 1:
-        return Plan(request.objective, candidates[0], why + _single_reason(request, candidates[0]))
+        choice = candidates[0]
+        return Plan(request.objective, choice, why + _single_reason(request, choice), warning=_slow_int8(choice, facts))
     known = {c.label: facts.speeds[c.label] for c in candidates if c.label in facts.speeds}
     if len(known) < len(candidates):
         return Plan(
@@ -234,6 +238,31 @@ def _openvino_option(precision: str, facts: Facts) -> Option | None:
     wanted = precision == "bf16" or (precision == "auto" and facts.bf16_units and facts.bf16_gate is not False)
     arithmetic = "bf16" if wanted else "fp32"
     return Option("openvino", "cpu", graph, arithmetic)
+
+
+def _slow_int8(option: Option, facts: Facts) -> str:
+    """A line for int8 named on a CPU where it runs slower than fp32: as measured here (by an earlier
+    precision="auto" load), else as expected of a CPU without int8 units."""
+    if option.variant != "int8" or option.device != "cpu":
+        return ""
+    int8 = facts.speeds.get(option.label)
+    fp32_labels = [f"onnxruntime {v} on cpu" for v in ("fp32-opt", "fp32") if v in facts.variants]
+    fp32 = max((facts.speeds[label] for label in fp32_labels if label in facts.speeds), default=None)
+    cpu = f" ({facts.cpu_class})" if facts.cpu_class else ""
+    if int8 is not None and fp32 is not None:
+        if int8 < fp32:
+            return (
+                f"{facts.name}: int8 measured {int8:,.0f} texts/s on this CPU{cpu}, fp32 {fp32:,.0f}: it runs "
+                "what was asked, but precision='auto' would run the faster fp32"
+            )
+        return ""
+    if not facts.int8_units:
+        return (
+            f"{facts.name}: this CPU{cpu} has no int8 dot-product units (VNNI, AMX, arm64 dotprod): int8 runs about "
+            "half as fast as fp32 on such CPUs (docs/performance.md); precision='auto' measures both and runs "
+            "the faster"
+        )
+    return ""
 
 
 def _single_reason(request: Request, option: Option) -> str:

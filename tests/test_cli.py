@@ -182,3 +182,18 @@ def test_serve_help_lists_every_route(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     for route in ("POST /v1/embeddings", "POST /embed", "POST / and", "POST /tokenize", "GET /info", "GET /v1/models"):
         assert route in text, route
+
+
+def test_int8_named_on_a_cpu_without_int8_units_says_so_once(artifact, tmp_path: Path, monkeypatch, capsys) -> None:
+    from jina_onnx import loader, machine
+
+    monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))  # nothing measured on this "CPU" yet
+    avx2_only = machine.CpuClass("x86_64", ("avx2", "fma"))  # a first-generation AMD EPYC
+    monkeypatch.setattr(loader, "cpu_class", lambda: avx2_only)
+    monkeypatch.setattr(machine, "cpu_class", lambda: avx2_only)
+    for _ in range(2):
+        assert main(["encode", "-m", str(artifact("t")), "--precision", "int8", "a cat"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("this CPU (x86 AVX2) has no int8 dot-product units") == 1, captured.err
+    assert len(captured.out.splitlines()) == 2  # it still ran what was asked, twice
+    assert main(["models"]) == 0 and "this CPU: x86 AVX2 (avx2, fma); int8 units: no" in capsys.readouterr().out

@@ -96,6 +96,9 @@ def check_tei_routes(InferenceClient, url: str, expected: np.ndarray) -> None:  
     assert tokens[0][1] == {"id": tokens[0][1]["id"], "text": "how", "special": False, "start": 0, "stop": 3}
     info = httpx.get(f"{url}/info").json()
     assert info["model_id"] == NAME and info["max_input_length"] == 512
+    from jina_onnx.machine import cpu_class
+
+    assert info["cpu_class"] == cpu_class().name and info["backend"] in ("onnxruntime", "openvino")
 
 
 def test_readme_client_snippet_runs(served, monkeypatch) -> None:

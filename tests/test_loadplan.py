@@ -205,3 +205,36 @@ def test_openvino_facts_are_gathered_only_where_it_may_run() -> None:
     assert not may_run_openvino(Request("cuda"), installed)
     assert not may_run_openvino(Request("cpu"), Facts(openvino=True, env_backend="onnxruntime"))
     assert may_run_openvino(Request("cpu", backend="openvino"), Facts(openvino=True, env_backend="onnxruntime"))
+
+
+def test_int8_named_where_it_is_slower_than_fp32_says_so_and_still_runs() -> None:
+    int8 = Request("cpu", "int8")
+    measured_slower = plan_load(int8, Facts(name="t", variants=ALL, speeds=CPU_SPEEDS, cpu_class="x86 AVX2"))
+    assert measured_slower.choice == ort("cpu", "int8")  # what was asked
+    assert "int8 measured 900 texts/s on this CPU (x86 AVX2), fp32 1,000" in measured_slower.warning
+    # Not measured here yet: the CPU's class says what to expect.
+    no_units = plan_load(int8, Facts(variants=ALL, cpu_class="x86 AVX2", int8_units=False))
+    assert no_units.choice == ort("cpu", "int8") and "no int8 dot-product units" in no_units.warning
+    faster = {**CPU_SPEEDS, "onnxruntime int8 on cpu": 2000.0}
+    assert plan_load(int8, Facts(variants=ALL, speeds=faster, int8_units=False)).warning == ""  # measured wins
+    assert plan_load(int8, Facts(variants=ALL, int8_units=True)).warning == ""
+    assert plan_load(Request("cpu", "fp32"), Facts(variants=ALL, int8_units=False)).warning == ""
+    assert plan_load(Request("cpu"), Facts(variants=ALL, speeds=CPU_SPEEDS, int8_units=False)).warning == ""
+
+
+def test_cpu_classes_from_cpuid_and_flags() -> None:
+    from jina_onnx.machine import CpuClass, _x86_features
+
+    every = {"avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "amx_bf16"}
+    cpuid = {"AVX2": True, "FMA3": True, "AVX512F": True, "AVX512VNNI": True, "AVX512BF16": True}
+    assert CpuClass("x86_64", _x86_features(every, cpuid)).name == "x86 AMX"
+    # QEMU user mode emulating a Haswell on that host: /proc/cpuinfo is the host's, CPUID the Haswell's.
+    haswell = {"AVX2": True, "FMA3": True, "AVX512F": False, "AVX512VNNI": False, "AVX512BF16": False}
+    emulated = CpuClass("x86_64", _x86_features(every - {"avx_vnni"}, haswell))
+    assert (emulated.name, emulated.int8_units, emulated.bf16_units) == ("x86 AVX2", False, False)
+    zen4 = CpuClass("x86_64", _x86_features(every - {"amx_int8", "amx_bf16", "avx_vnni"}, cpuid))
+    assert (zen4.name, zen4.int8_units) == ("x86 AVX-512 bf16", True)
+    assert CpuClass("x86_64", ("avx2", "fma", "avx512f", "avx512_vnni")).name == "x86 AVX-512 VNNI"
+    graviton3 = CpuClass("arm64", ("asimd", "dotprod", "sve", "i8mm", "bf16"))
+    assert (graviton3.name, graviton3.int8_units, graviton3.bf16_units) == ("arm64 dotprod i8mm bf16 sve", True, True)
+    assert CpuClass("arm64", ("asimd",)).int8_units is False  # a Raspberry Pi 3's Cortex-A53

@@ -29,6 +29,7 @@ from typing import Any
 
 from .. import __version__
 from ..errors import InputError, require
+from ..machine import cpu_class
 from ..model import EmbeddingModel
 from .batcher import Batcher
 from .hotpath import EmbeddingRoutes, read_body
@@ -207,6 +208,9 @@ def create_app(
                 "tokenization_workers": 1,
                 "version": __version__,
                 "models": list(models),
+                # Not TEI's: what runs here and on which kind of CPU (docs/performance.md, "CPU classes").
+                "backend": model.backend,
+                "cpu_class": cpu_class().name,
             }
         )
 
