@@ -228,6 +228,7 @@ def _build(
         versions=_versions(),
         created_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         files={name: sha256_file(staging / name) for name in hub_files},
+        extra={"measured_on": _measured_on()},
     )
     check = functools.partial(_gated, staging, reference)
     manifest = check(manifest, Precision.FP32, "torch.onnx.export (TorchScript)")
@@ -272,6 +273,15 @@ def _build(
             how = to_int8_weight_only(source_file, staging / FILES[Precision.INT8])
             manifest = check(manifest, Precision.INT8, f"{base.value}, {how}", details={"dynamic_rejected": dynamic})
     return manifest
+
+
+def _measured_on() -> dict[str, object]:
+    """The CPU the gates (and the int8 speeds) were measured on. The graphs themselves do not depend on it
+    (variants.INT8_REDUCE_RANGE): this says where the numbers come from."""
+    from jina_onnx.machine import cpu_class, cpu_name
+
+    cpu = cpu_class()
+    return {"cpu": cpu_name(), "cpu_class": cpu.name, "features": list(cpu.features)}
 
 
 def _free_cycles() -> None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
-import platform
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -79,24 +78,12 @@ def quiet_root_logger() -> Iterator[None]:
         root.setLevel(level)
 
 
-def int8_settings(machine: str | None = None, cpu_flags: str | None = None) -> tuple[bool, str]:
-    """(reduce_range, description) for this CPU (or the one described by the arguments).
-
-    Without VNNI, x86 multiplies u8 x s8 with 16-bit saturation (vpmaddubsw), so ORT recommends
-    7-bit weights (reduce_range); with VNNI (avx512_vnni / avx_vnni) or on arm64 the full range is exact.
-    """
-    machine = (machine or platform.machine()).lower()
-    if machine in ("arm64", "aarch64"):
-        return False, "arm64"
-    if cpu_flags is None:
-        try:
-            cpu_flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            cpu_flags = ""
-    flags = set(cpu_flags.split())
-    if "avx512_vnni" in flags or "avx_vnni" in flags:
-        return False, "x86 with VNNI"
-    return True, "x86 without VNNI (reduce_range)"
+# Dynamic int8 weights are 7-bit (reduce_range) whatever CPU exports them. Without VNNI, x86 multiplies u8 x s8
+# in pairs summed into 16 bits (vpmaddubsw), which saturates with full-range weights; with VNNI, AMX or on arm64
+# the full range is exact. An export may land on any of them, so the graph is built for the weakest: 7-bit
+# weights are exact everywhere (an export used to follow the exporting CPU, which made a graph exported on a
+# VNNI machine saturate on an AVX2-only one). The manifest records the class the gates were measured on.
+INT8_REDUCE_RANGE = True
 
 
 def to_int8_weight_only(source: Path, target: Path, block_size: int = 128) -> str:
@@ -132,12 +119,13 @@ def ffn_output_matmuls(source: Path) -> list[str]:
     ]
 
 
-def to_int8(source: Path, target: Path, exclude: list[str] | None = None) -> str:
+def to_int8(
+    source: Path, target: Path, exclude: list[str] | None = None, reduce_range: bool = INT8_REDUCE_RANGE
+) -> str:
     """Dynamic int8 quantization of MatMul (and fused Attention) weights, per channel."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    reduce_range, cpu = int8_settings()
     with quiet_root_logger():  # the quantizer logs a line per tensor to the root logger
         quantize_dynamic(
             str(source),
@@ -151,4 +139,7 @@ def to_int8(source: Path, target: Path, exclude: list[str] | None = None) -> str
             extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
         )
     left_out = f", {len(exclude)} FFN output MatMuls left in fp32" if exclude else ""
-    return f"dynamic int8, QInt8 weights per channel, reduce_range={reduce_range} ({cpu}){left_out}"
+    bits = (
+        "7-bit (reduce_range: exact on every CPU class)" if reduce_range else "8-bit (exact only with VNNI/AMX/arm64)"
+    )
+    return f"dynamic int8, QInt8 weights per channel, {bits}{left_out}"

@@ -127,6 +127,7 @@ class Manifest:
     # for int8 / uint8 output (jina_onnx.quantize); empty in artifacts from before they were measured.
     output_ranges: dict[str, Any] = field(default_factory=dict)
     # Free-form notes; the runtime reads only extra["openvino"]["bf16"], the bf16 gate run at export.
+    # extra["measured_on"]: the CPU (name, class, features) the export measured its gates on.
     extra: dict[str, Any] = field(default_factory=dict)
     # sha256 of the artifact's other files (config.json, tokenizer and sentence-transformers configs), by path.
     files: dict[str, str] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from onnx.shape_inference import infer_shapes
 from benchmarks.sts import load_sts, sts_spearman
 from jina_onnx import ArtifactError, build_model
 from jina_onnx.export import export_model
-from jina_onnx.export.variants import GATES, Gate, fused_op_counts, int8_settings, to_fp16
+from jina_onnx.export.variants import GATES, Gate, fused_op_counts, to_fp16
 from jina_onnx.manifest import Precision, load_manifest
 from jina_onnx.registry import Architecture, find_spec
 
@@ -273,8 +273,34 @@ def test_minilm_sts_per_precision(minilm_artifact) -> None:
     assert abs(spearman["int8"] - spearman["fp32"]) <= 1.0
 
 
-def test_int8_settings_follow_the_cpu() -> None:
-    assert int8_settings("x86_64", "fpu avx2 avx512f avx512_vnni")[0] is False
-    assert int8_settings("x86_64", "fpu avx2 avx_vnni")[0] is False
-    assert int8_settings("x86_64", "fpu avx2 fma") == (True, "x86 without VNNI (reduce_range)")
-    assert int8_settings("aarch64", "") == (False, "arm64")
+@pytest.mark.parametrize("reduce_range", [True, False], ids=["7-bit, as exported for every class", "8-bit, VNNI only"])
+def test_int8_for_each_cpu_class_passes_its_gate_and_the_export_says_where_it_measured(
+    artifact, tmp_path: Path, reduce_range: bool
+) -> None:
+    """The exporter builds dynamic int8 with 7-bit weights whatever CPU exports it (exact on AVX2-only x86,
+    where 8-bit weights saturate), and records the CPU class its gates ran on; both settings pass here."""
+    import dataclasses
+    import json
+    import shutil
+
+    from jina_onnx.export.variants import INT8_REDUCE_RANGE, to_int8
+    from jina_onnx.gates import GATES as RUNTIME_GATES
+    from jina_onnx.machine import cpu_class
+    from jina_onnx.manifest import sha256_file
+    from jina_onnx.probe import probe_parity
+
+    assert INT8_REDUCE_RANGE is True
+    manifest = load_manifest(artifact("t"))
+    assert manifest.extra["measured_on"]["cpu_class"] == cpu_class().name
+    copy = shutil.copytree(artifact("t"), tmp_path / "t")
+    int8 = manifest.variants[Precision.INT8]
+    how = to_int8(copy / "onnx" / "model_cpu_fused.onnx", copy / int8.file, reduce_range=reduce_range)
+    assert ("7-bit" in how) is reduce_range
+    variant = dataclasses.replace(int8, sha256=sha256_file(copy / int8.file))
+    dataclasses.replace(manifest, variants={**manifest.variants, Precision.INT8: variant}).save(copy)
+    model = build_model(copy, device="cpu", precision="int8")
+    probe = json.loads((copy / "probe.json").read_text())
+    measured = probe_parity(
+        lambda texts: model.encode(texts), probe["texts"], np.asarray(probe["embeddings"], np.float32), "torch fp32"
+    )
+    assert RUNTIME_GATES[Precision.INT8].failures(measured) == [], measured
