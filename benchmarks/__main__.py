@@ -5,6 +5,7 @@
     python -m benchmarks host [--model minilm] [--cores 1,2]     # the host path alone and a stand-in device
     python -m benchmarks interop [--models t,s,b,l,minilm]      # the README's compatibility table
     python -m benchmarks memory [--models t,minilm] [--texts 1000]  # RSS of each runner on the same graph
+    python -m benchmarks ceiling [--models t,s,b,l,minilm]     # GEMM ceiling per precision, each model's share
 
 `run` writes benchmarks/results/<machine>-<date>[-quick].json, .md and three PNGs (see benchmarks/report.py).
 """
@@ -228,6 +229,16 @@ def command_memory(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_ceiling(args: argparse.Namespace) -> int:
+    from . import ceiling
+
+    models = list(parse_list(args.models, SIZES, "model"))
+    json_path, md_path = ceiling.command(models, args.threads or None)
+    print(md_path.read_text())
+    print(f"wrote {json_path} and {md_path}", file=sys.stderr)
+    return 0
+
+
 def command_readme(args: argparse.Namespace) -> int:
     json_path = Path(args.results).resolve()
     publish(json_path, PERFORMANCE)
@@ -295,6 +306,12 @@ def main(argv: list[str] | None = None) -> int:
     memory_parser.add_argument("--repeats", type=int, default=3, help="fresh processes per row (default 3)")
     memory_parser.add_argument("--out", default="", help="write results here instead of benchmarks/results/")
     memory_parser.set_defaults(handler=command_memory)
+    ceiling_parser = commands.add_parser(
+        "ceiling", help="this CPU's GEMM throughput per precision and each model's share of it (32 x 128 tokens)"
+    )
+    ceiling_parser.add_argument("--models", default="t,s,b,l,minilm", help="comma-separated from t,s,b,l,minilm")
+    ceiling_parser.add_argument("--threads", type=int, default=0, help="threads (default: the physical cores)")
+    ceiling_parser.set_defaults(handler=command_ceiling)
     args = parser.parse_args(argv)
     return int(args.handler(args))
 

@@ -33,8 +33,11 @@ def machine_facts() -> dict[str, object]:
     except OSError:
         pass
     interesting = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8") if f in flags.split()]
+    from jina_onnx.machine import cpu_class
+
     return {
         "cpu": model or platform.machine(),
+        "cpu_class": cpu_class().name,
         "logical_cpus": os.cpu_count(),
         "physical_cores": physical_cores(),
         "cpu_flags": interesting,

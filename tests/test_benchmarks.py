@@ -345,3 +345,19 @@ def test_memory_command_measures_each_runner_in_its_own_process(artifact, tmp_pa
     assert "| RSS after load MB | RSS after 20 texts MB | peak RSS MB |" in markdown
     assert all(f"| jina-embedding-t-en-v1 | {row.label} | " in markdown for row in ROWS)
     assert data["machine"]["cpu"] in markdown
+
+
+def test_gemm_ceiling_times_each_precision_and_weighs_a_models_shapes(monkeypatch) -> None:
+    from benchmarks import ceiling
+
+    monkeypatch.setattr(ceiling, "ROWS", 64)  # the graphs and their timing, on small products
+    for precision in ("fp32", "int8"):
+        assert ceiling.gemm_gflops(64, 96, precision, threads=1, repeats=2) > 0
+    # t: 16 products of 312 x 312 and 4 each of 312 x 1200 and 1200 x 312 per pass.
+    assert ceiling.weight_products("t") == [(312, 312, 16), (312, 1200, 4), (1200, 312, 4)]
+    assert ceiling.weight_flops("t", rows=1) == 2 * (312 * 312 * 16 + 2 * 312 * 1200 * 4)
+    # The ceiling of a mix is its FLOPs over the time of each part at its own speed (a harmonic mean).
+    speeds = {(312, 312): 100.0, (312, 1200): 400.0, (1200, 312): 400.0}
+    flops = {shape: 2 * k * n * count for (k, n, count), shape in zip(ceiling.weight_products("t"), speeds)}
+    expected = sum(flops.values()) / sum(flops[shape] / speeds[shape] for shape in speeds)
+    assert ceiling.model_ceiling("t", speeds) == pytest.approx(expected)
