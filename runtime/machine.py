@@ -38,8 +38,6 @@ def cpu_name() -> str:
                 return value.strip()
     except OSError:
         pass
-    import platform
-
     return platform.processor() or platform.machine()
 
 
