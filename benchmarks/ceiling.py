@@ -161,9 +161,10 @@ def model_gflops(model: str, precision: str, threads: int, repeats: int = 5) -> 
 
 
 def measure(models: list[str], threads: int) -> dict[str, object]:
+    from jina_onnx.engines import openvino
     from jina_onnx.machine import cpu_class
 
-    precisions = [p for p in PRECISIONS if p != "bf16" or (cpu_class().bf16_units and _openvino_installed())]
+    precisions = [p for p in PRECISIONS if p != "bf16" or (cpu_class().bf16_units and openvino.installed())]
     shapes = sorted({(k, n) for model in models for k, n, _ in weight_products(model)})
     # A shared machine's speed drifts by a third over minutes, and a ratio of two timings taken minutes apart
     # would show it: the products and the models alternate, ROUNDS times, and each keeps its best.
@@ -194,12 +195,6 @@ def measure(models: list[str], threads: int) -> dict[str, object]:
         "gemm_gflops": {p: {f"{k}x{n}": round(v, 1) for (k, n), v in speeds.items()} for p, speeds in gemm.items()},
         "models": rows,
     }
-
-
-def _openvino_installed() -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec("openvino") is not None
 
 
 def render(data: dict[str, object]) -> str:

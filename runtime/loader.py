@@ -52,9 +52,8 @@ def load(
         assert plan.choice is not None
         model = get(plan.choice)
     log_once("jina-onnx: %s runs %s (%s; %s)", manifest.name, plan.choice.label, model.onnx_path.name, plan.reason)
-    if plan.warning and plan.warning not in _logged:
-        _logged.add(plan.warning)
-        log.warning("jina-onnx: %s", plan.warning)  # once a process: a warning, shown without logging set up
+    if plan.warning:
+        log_once("jina-onnx: %s", plan.warning, level=logging.WARNING)  # shown without logging set up
     return model
 
 
@@ -127,6 +126,7 @@ def gather_facts(
 ) -> Facts:
     """What `plan_load` needs to know about this machine and artifact; imports OpenVINO only where it may run."""
     ort = require("onnxruntime", "cpu")
+    cpu = cpu_class()
     facts = Facts(
         name=manifest.name,
         variants=tuple(p.value for p in manifest.variants),
@@ -134,8 +134,8 @@ def gather_facts(
         rejected=dict(manifest.rejected),
         openvino=openvino.installed(),
         env_backend=os.environ.get(checks.ENV, "").strip(),
-        cpu_class=cpu_class().name,
-        int8_units=cpu_class().int8_units,
+        cpu_class=cpu.name,
+        int8_units=cpu.int8_units,
     )
     if not may_run_openvino(request, facts):
         facts = dataclasses.replace(facts, openvino=False)  # and OpenVINO is never imported
@@ -187,11 +187,11 @@ def open_option(
         )
 
 
-def log_once(message: str, *args: object) -> None:
+def log_once(message: str, *args: object, level: int = logging.INFO) -> None:
     text = message % args
     if text not in _logged:
         _logged.add(text)
-        log.info(text)
+        log.log(level, text)
 
 
 def _threads(threads: Threads, option: Option) -> int | None:

@@ -37,6 +37,11 @@ def full_run(config: pytest.Config) -> bool:
     return bool(config.getoption("--full"))
 
 
+def left_to_full(what: str, quick: int | float, full: int | float) -> None:
+    """Record that the quick run checked `what` at `quick` where --full checks `full` (listed at the end)."""
+    LEFT_TO_FULL[what] = f"{quick:,} here, {full:,} with --full"
+
+
 @pytest.fixture(scope="session")
 def full(request: pytest.FixtureRequest) -> bool:
     """True in the full run (--full)."""
@@ -50,7 +55,7 @@ def sized(request: pytest.FixtureRequest) -> Callable[[int | float, int | float,
     def pick(quick: int | float, full: int | float, what: str) -> int | float:
         if full_run(request.config):
             return full
-        LEFT_TO_FULL[f"{request.node.nodeid}: {what}"] = f"{quick:,} here, {full:,} with --full"
+        left_to_full(f"{request.node.nodeid}: {what}", quick, full)
         return quick
 
     return pick
@@ -90,7 +95,7 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory, full: bool) -> Callable
             if layers is not None:
                 spec = find_spec(size)
                 assert spec is not None
-                LEFT_TO_FULL[f"checkpoint {size}: layers"] = f"{layers} here, {spec.layers} with --full"
+                left_to_full(f"checkpoint {size}: layers", layers, spec.layers)
             built[size] = write_checkpoint(size, tmp_path_factory.mktemp(f"ckpt-{size}"), layers=layers)
         return built[size]
 

@@ -187,12 +187,13 @@ def test_serve_help_lists_every_route(capsys) -> None:
 def test_int8_named_on_a_cpu_without_int8_units_says_so_once(artifact, tmp_path: Path, monkeypatch, capsys) -> None:
     from jina_onnx import loader, machine
 
+    directory = artifact("t")  # exported (when first asked for) on the real CPU, before the stand-in below
     monkeypatch.setenv("JINA_ONNX_HOME", str(tmp_path))  # nothing measured on this "CPU" yet
     avx2_only = machine.CpuClass("x86_64", ("avx2", "fma"))  # a first-generation AMD EPYC
     monkeypatch.setattr(loader, "cpu_class", lambda: avx2_only)
     monkeypatch.setattr(machine, "cpu_class", lambda: avx2_only)
     for _ in range(2):
-        assert main(["encode", "-m", str(artifact("t")), "--precision", "int8", "a cat"]) == 0
+        assert main(["encode", "-m", str(directory), "--precision", "int8", "a cat"]) == 0
     captured = capsys.readouterr()
     assert captured.err.count("this CPU (x86 AVX2) has no int8 dot-product units") == 1, captured.err
     assert len(captured.out.splitlines()) == 2  # it still ran what was asked, twice

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import LEFT_TO_FULL, full_run
+from conftest import full_run, left_to_full
 
 from benchmarks.sts import load_sts
 from jina_onnx import ArtifactError, build_model
@@ -90,7 +90,7 @@ def big_corpus(tmp_path_factory, request) -> tuple[Path, dict[str, list[str]]]: 
     # 2,500 (shown by reversing an actor's vectors).
     rows = 2500 if full_run(request.config) else 500
     if rows == 500:
-        LEFT_TO_FULL["tests/test_corpus.py: big_corpus: rows per shard"] = "500 here, 2,500 with --full"
+        left_to_full("tests/test_corpus.py: big_corpus: rows per shard", 500, 2500)
     shards = {
         f"part-{i}.{fmt}": texts_for(rows, seed=i)
         for i, fmt in enumerate(["txt", "jsonl", "parquet", "txt", "jsonl", "parquet", "txt", "parquet"])

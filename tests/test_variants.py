@@ -284,7 +284,6 @@ def test_int8_for_each_cpu_class_passes_its_gate_and_the_export_says_where_it_me
     import shutil
 
     from jina_onnx.export.variants import INT8_REDUCE_RANGE, to_int8
-    from jina_onnx.gates import GATES as RUNTIME_GATES
     from jina_onnx.machine import cpu_class
     from jina_onnx.manifest import sha256_file
     from jina_onnx.probe import probe_parity
@@ -303,4 +302,4 @@ def test_int8_for_each_cpu_class_passes_its_gate_and_the_export_says_where_it_me
     measured = probe_parity(
         lambda texts: model.encode(texts), probe["texts"], np.asarray(probe["embeddings"], np.float32), "torch fp32"
     )
-    assert RUNTIME_GATES[Precision.INT8].failures(measured) == [], measured
+    assert GATES[Precision.INT8].failures(measured) == [], measured
