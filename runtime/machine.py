@@ -120,11 +120,14 @@ def cpu_class() -> CpuClass:
 
 def _x86_features(flags: set[str], cpuid: dict[str, bool] | None) -> tuple[str, ...]:
     found = []
+    # Where /proc/cpuinfo and CPUID disagree on what both can say, /proc/cpuinfo describes another CPU (QEMU's
+    # host): nothing is taken from it (an AVX-VNNI host's flag made an emulated Haswell "x86 AVX-VNNI").
+    emulated = cpuid is not None and any(bool(cpuid.get(n)) != (f in flags) for f, n in _NUMPY_NAMES.items())
     for feature in X86_FEATURES:
         if cpuid is not None and feature in _NUMPY_NAMES:
             present = bool(cpuid.get(_NUMPY_NAMES[feature]))
         else:
-            present = feature in flags
+            present = feature in flags and not emulated
         if present:
             found.append(feature)
     kept = [f for f in found if f not in _IMPLIES or _IMPLIES[f] in found]
