@@ -42,10 +42,11 @@ from .checkpoint import Checkpoint, load_torch_model, read_checkpoint
 from .fp16 import CALIBRATION_TEXTS, calibration_feeds, to_fp16
 from .hub import ResolvedSource, resolve_source
 from .layout import write_hub_files
+from .static_int8 import CALIBRATION_FILE, build_static_int8, calibration_batches, calibration_texts
 from .tokenizer import load_hf_tokenizer, write_tokenizer
 from .trace import OPSET, export_onnx, pooled_module
 from .validate import torch_embeddings
-from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, to_int8, to_int8_weight_only
+from .variants import GATES, ffn_output_matmuls, optimize_for_cpu, speed_vs_fp32, to_int8, to_int8_weight_only
 
 log = logging.getLogger("jina_onnx")
 
@@ -257,21 +258,8 @@ def _build(
         manifest = _fp16_variant(staging, manifest, check, source_file, base, checkpoint)
         _free_cycles()
     if Precision.INT8 in wanted:
-        log.info("jina-onnx: quantizing to int8")
-        how = to_int8(source_file, staging / FILES[Precision.INT8])
-        manifest = check(manifest, Precision.INT8, f"{base.value}, {how}")
-        if Precision.INT8 in manifest.rejected and "batch_invariance" not in manifest.rejected[Precision.INT8.value]:
-            first_try = manifest.rejected.pop(Precision.INT8.value)
-            log.info("jina-onnx: int8 missed its gate (%s); retrying with the FFN output MatMuls in fp32", first_try)
-            how = to_int8(source_file, staging / FILES[Precision.INT8], exclude=ffn_output_matmuls(source_file))
-            manifest = check(manifest, Precision.INT8, f"{base.value}, {how}")
-        if Precision.INT8 in manifest.rejected:
-            # Dynamic int8 picks one activation scale per call: where that moves vectors with their batch (or
-            # loses too much), int8 weights with per-row activation quantization do not.
-            dynamic = manifest.rejected.pop(Precision.INT8.value)
-            log.info("jina-onnx: dynamic int8 missed its gate (%s); trying weight-only int8", dynamic)
-            how = to_int8_weight_only(source_file, staging / FILES[Precision.INT8])
-            manifest = check(manifest, Precision.INT8, f"{base.value}, {how}", details={"dynamic_rejected": dynamic})
+        manifest = _int8_variant(staging, manifest, check, source_file, base, checkpoint)
+        _free_cycles()
     return manifest
 
 
@@ -330,6 +318,77 @@ def _fp16_variant(
     finally:
         if fused_for_fp16 is not None:
             fused_for_fp16.unlink(missing_ok=True)
+    return manifest
+
+
+def _int8_variant(
+    staging: Path,
+    manifest: Manifest,
+    check: functools.partial,
+    source_file: Path,
+    base: Precision,
+    checkpoint: Checkpoint,
+) -> Manifest:
+    """int8 in order of speed, the first that passes the gate (docs/performance.md, "Static int8"): static
+    (SmoothQuant + calibrated scales: batch-invariant, the int8 GEMM's speed), then dynamic (per-call scales),
+    then weight-only (MatMulNBits, per-row activations). The kept graph's speed against fp32 is measured here
+    and recorded with the CPU class it ran on (manifest extra["measured_on"])."""
+    target = staging / FILES[Precision.INT8]
+    texts = calibration_texts()
+    log.info("jina-onnx: quantizing to int8 (static, calibrated on %d texts)", len(texts))
+    static_source, built_from = source_file, base.value
+    unfused = None
+    if checkpoint.architecture is Architecture.BERT and base is Precision.FP32_OPT:
+        unfused = staging / ".static-int8-source.onnx"
+        heads = int(checkpoint.config["num_attention_heads"])
+        optimize_for_cpu(
+            staging / FILES[Precision.FP32], unfused, checkpoint.architecture, heads, checkpoint.dim, attention=False
+        )
+        static_source, built_from = unfused, "fp32-opt without the Attention fusion"
+    tokenizer = TextTokenizer(staging / "tokenizer.json", manifest.max_length, manifest.tokenizer.pad_id)
+    feeds = calibration_batches(tokenizer, texts, manifest.inputs)
+    try:
+        result = build_static_int8(
+            static_source,
+            target,
+            feeds,
+            ffn_output_matmuls(static_source),
+            f"{len(texts)} texts, {CALIBRATION_FILE.name}",
+        )
+    finally:
+        if unfused is not None:
+            unfused.unlink(missing_ok=True)
+    if result.chosen is not None:
+        manifest = check(manifest, Precision.INT8, f"{built_from}, {result.describe()}", details=result.details())
+        static_missed = manifest.rejected.pop(Precision.INT8.value, None)
+    else:
+        static_missed = result.missed()
+    if static_missed is not None:
+        log.info("jina-onnx: static int8 not kept (%s); trying dynamic int8", static_missed)
+        fallback = {"static_rejected": static_missed, "static": result.details()}
+        how = to_int8(source_file, target)
+        manifest = check(manifest, Precision.INT8, f"{base.value}, {how}", details=fallback)
+        if Precision.INT8 in manifest.rejected and "batch_invariance" not in manifest.rejected[Precision.INT8.value]:
+            first_try = manifest.rejected.pop(Precision.INT8.value)
+            log.info("jina-onnx: int8 missed its gate (%s); retrying with the FFN output MatMuls in fp32", first_try)
+            how = to_int8(source_file, target, exclude=ffn_output_matmuls(source_file))
+            manifest = check(manifest, Precision.INT8, f"{base.value}, {how}", details=fallback)
+        if Precision.INT8 in manifest.rejected:
+            # Dynamic int8 picks one activation scale per call: where that moves vectors with their batch (or
+            # loses too much), int8 weights with per-row activation quantization do not.
+            dynamic = manifest.rejected.pop(Precision.INT8.value)
+            log.info("jina-onnx: dynamic int8 missed its gate (%s); trying weight-only int8", dynamic)
+            how = to_int8_weight_only(source_file, target)
+            manifest = check(
+                manifest, Precision.INT8, f"{base.value}, {how}", details=fallback | {"dynamic_rejected": dynamic}
+            )
+    if Precision.INT8 in manifest.variants:
+        variant = manifest.variants[Precision.INT8]
+        speed = speed_vs_fp32(source_file, target, manifest.inputs)
+        log.info("jina-onnx: int8 runs %.2fx fp32 here (%s)", speed["int8_vs_fp32"], speed["shape"])
+        variant = dataclasses.replace(variant, details={**variant.details, "speed": speed})
+        manifest = dataclasses.replace(manifest, variants={**manifest.variants, Precision.INT8: variant})
+        manifest.save(staging)
     return manifest
 
 

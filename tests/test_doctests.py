@@ -35,6 +35,7 @@ SKIPPED = {
     "jina_onnx.export.synthetic": "writes checkpoints; conftest.py does it",
     "jina_onnx.export.hub": "downloads from the Hugging Face Hub",
     "jina_onnx.export.fp16": "converts an exported graph; tests/test_variants.py does it",
+    "jina_onnx.export.static_int8": "quantizes an exported graph; tests/test_static_int8.py does it",
 }
 
 
