@@ -5,6 +5,9 @@
 #                                         #   CLI, one int8 server for both), and t's parity on an SVE CPU
 #   bash scripts/arm64_check.sh --smoke   # what CI runs, ~75 s from empty caches, ~30 s warm: import, t's fp32/int8
 #                                         #   parity and batch invariance, precision="auto", `jina-onnx encode`
+# Both also run the x86 exports' int8 on an older x86 class under qemu-x86_64 (X86_CPUS, default Haswell: AVX2
+# only, where u8 x s8 products saturate in 16 bits unless the weights are 7-bit): t in the smoke check, t and
+# MiniLM in the full one.
 # Each step prints its seconds; the last line is `arm64: N checks passed in S s`, or the failed checks with
 # their numbers (exit 1). scripts/arm64_check.py has the checks and their limits.
 #
@@ -13,7 +16,7 @@
 #   root/          Debian 12 arm64 (python3.11 and the C/C++ runtime), by mmdebstrap --variant=extract: nothing
 #                  of it is executed on x86; its standard library is compiled to .pyc here (x86's python 3.11
 #                  writes the same files), as the emulated python would otherwise compile it on every start;
-#   qemu-aarch64   the static binary from Debian 13's qemu-user (pinned .deb, sha256 checked): Debian 12's
+#   qemu-aarch64   (and qemu-x86_64) the static binaries from Debian 13's qemu-user (pinned .deb, sha256 checked): Debian 12's
 #                  QEMU 7.2 dies with SIGSEGV importing onnxruntime 1.31.1;
 #   site/          the aarch64 wheels of the runtime's dependencies (the `cpu` and `serve` extras) at the
 #                  versions of requirements/ci.txt, unpacked and compiled, for PYTHONPATH.
@@ -116,7 +119,10 @@ build_env() {
   echo "$qemu_sha256  $partial/qemu-user.deb" | sha256sum --check --quiet \
     || fail "qemu-user.deb: sha256 differs from the pinned $qemu_sha256"
   dpkg-deb --fsys-tarfile "$partial/qemu-user.deb" | tar -x -O ./usr/bin/qemu-aarch64 > "$partial/qemu-aarch64"
-  chmod +x "$partial/qemu-aarch64"
+  # The same package's x86_64 emulator runs this machine's python on older x86 CPU classes (-cpu Haswell: AVX2
+  # only; CPUID is the named model's, so numpy and ONNX Runtime pick that class's kernels).
+  dpkg-deb --fsys-tarfile "$partial/qemu-user.deb" | tar -x -O ./usr/bin/qemu-x86_64 > "$partial/qemu-x86_64"
+  chmod +x "$partial/qemu-aarch64" "$partial/qemu-x86_64"
   rm "$partial/qemu-user.deb"
   say "step qemu ($("$partial/qemu-aarch64" --version | head -1)): $(seconds "$step") s"
 
@@ -193,4 +199,5 @@ say "step jina-onnx wheel ($(basename "$run"/dist/*.whl), from the working tree)
 
 "$py" scripts/arm64_check.py host --mode "$mode" --qemu "$env/qemu-aarch64" --root "$env/root" --site "$env/site" \
   --wheel-dir "$run/wheel" --exports "$cache" --run "$run" --cpu "${ARM64_CPU:-neoverse-n1}" \
-  --sve-cpu "${ARM64_SVE_CPU-neoverse-v1}" --t0 "$t0"
+  --sve-cpu "${ARM64_SVE_CPU-neoverse-v1}" --x86-qemu "$env/qemu-x86_64" --x86-cpus "${X86_CPUS-Haswell}" \
+  --t0 "$t0"
