@@ -147,3 +147,17 @@ def layers_of(directory: Path) -> int:
 
     config = json.loads((directory / "config.json").read_text())
     return int(config.get("num_layers") or config["num_hidden_layers"])
+
+
+def pooled_before_after(path: Path, model, feed: dict) -> tuple:  # type: ignore[no-untyped-def, type-arg]
+    """The pooled vectors of the graph at `path` and of `model` (an edited ModelProto of it) for one feed: what
+    an edit that must keep the fp32 function (fp16's rescaling, SmoothQuant) is checked with."""
+    import onnxruntime
+
+    names = {i.name for i in model.graph.input}
+    feed = {k: v for k, v in feed.items() if k in names}
+    runs = [
+        onnxruntime.InferenceSession(source, providers=["CPUExecutionProvider"]).run(["sentence_embedding"], feed)[0]
+        for source in (str(path), model.SerializeToString())
+    ]
+    return runs[0], runs[1]

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import onnx
-import onnxruntime
 import pytest
+from conftest import pooled_before_after
 
 from benchmarks.workloads import sts_sentences
 from jina_onnx.export.static_int8 import (
@@ -84,11 +84,8 @@ def test_smoothing_keeps_the_fp32_function(artifact, size: str) -> None:
     model = onnx.load(str(path))
     targets = weight_matmuls(model.graph)
     rng = np.random.default_rng(0)
-    initial = {t.name: t.dims for t in model.graph.initializer}
-    peaks = {}
-    for node in targets:
-        rows = next(d for name, d in initial.items() if name == node.input[1])[0]
-        peaks[node.input[0]] = rng.uniform(0.01, 60.0, rows).astype(np.float32)
+    rows = {t.name: t.dims[0] for t in model.graph.initializer}
+    peaks = {node.input[0]: rng.uniform(0.01, 60.0, rows[node.input[1]]).astype(np.float32) for node in targets}
     smoothed = smooth(model, targets, peaks, 0.5, {n: 0.9 for n in ffn_output_matmuls(path)})
     muls = sum(n.op_type == "Mul" and n.name.endswith("/SmoothQuant") for n in model.graph.node)
     folded = [tensor for tensor, (x, _) in smoothed.items() if tensor == x]
@@ -101,14 +98,7 @@ def test_smoothing_keeps_the_fp32_function(artifact, size: str) -> None:
         "attention_mask": np.array([[1] * 6, [1, 1, 1, 0, 0, 0]]),
         "token_type_ids": np.zeros((2, 6), np.int64),
     }
-    names = [i.name for i in model.graph.input]
-    feed = {k: v for k, v in feed.items() if k in names}
-    before = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        ["sentence_embedding"], feed
-    )[0]
-    after = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        ["sentence_embedding"], feed
-    )[0]
+    before, after = pooled_before_after(path, model, feed)
     np.testing.assert_allclose(after, before, rtol=1e-4, atol=1e-4)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import layers_of
+from conftest import layers_of, pooled_before_after
 from onnx.shape_inference import infer_shapes
 
 from benchmarks.sts import load_sts, sts_spearman
@@ -185,7 +185,6 @@ def test_fp16_survives_activations_far_beyond_fp16_range(hot_t5: Path, tmp_path:
 
 
 def test_rescaling_is_exact_in_fp32_and_refuses_a_graph_it_would_change(artifact) -> None:
-    import onnxruntime
 
     from jina_onnx.errors import ExportError
     from jina_onnx.export.fp16 import Peaks, choose_alpha, rescale_residual_stream, residual_stream
@@ -200,12 +199,7 @@ def test_rescaling_is_exact_in_fp32_and_refuses_a_graph_it_would_change(artifact
         "input_ids": np.array([[5, 6, 7, 8, 1], [9, 10, 1, 0, 0]]),
         "attention_mask": np.array([[1] * 5, [1, 1, 1, 0, 0]]),
     }
-    before = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
-        ["sentence_embedding"], feed
-    )[0]
-    after = onnxruntime.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(
-        ["sentence_embedding"], feed
-    )[0]
+    before, after = pooled_before_after(path, model, feed)
     np.testing.assert_allclose(after, before, atol=1e-5)
     # Something other than a norm reading the residual stream would break that: refused.
     graph = model.graph
