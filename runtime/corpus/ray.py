@@ -38,7 +38,7 @@ from typing import Any, TextIO
 
 from ..artifact import checked_file, resolve_artifact
 from ..atomic import write_atomically
-from ..errors import InputError, require
+from ..errors import InputError, JinaOnnxError, require
 from ..manifest import Manifest, Precision, Variant, load_manifest, safe_member
 from ..registry import home_dir
 from .job import (
@@ -480,7 +480,9 @@ def _ray_session(ray: Any, address: str | None, num_cpus: float | None) -> Itera
     with contextlib.ExitStack() as stack:
         terminal = stack.enter_context(_stderr_to_file())
         ray.init(
-            address=address,
+            # "local": a new Ray of our own. With None, Ray joins the last cluster started on this machine
+            # (/tmp/ray/ray_current_cluster), which hung a job on one in another network namespace.
+            address=address or "local",
             num_cpus=num_cpus if address is None else None,
             include_dashboard=False,
             log_to_driver=False,
@@ -498,7 +500,7 @@ def _ray_session(ray: Any, address: str | None, num_cpus: float | None) -> Itera
 @contextlib.contextmanager
 def _stderr_to_file() -> Iterator[TextIO]:
     """Descriptor 2 into a temporary log while the block runs; yields a stream on the former descriptor 2 (the
-    terminal). The log is removed unless the block fails."""
+    terminal). The log is removed unless the block fails with something other than our own error."""
     import sys
 
     sys.stderr.flush()
@@ -510,6 +512,9 @@ def _stderr_to_file() -> Iterator[TextIO]:
     try:
         yield terminal
         failed = False
+    except JinaOnnxError:  # a user's error in our words, which say all there is: Ray's log is no help
+        failed = False
+        raise
     finally:
         sys.stderr.flush()
         terminal.flush()
