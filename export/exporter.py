@@ -321,6 +321,30 @@ def _fp16_variant(
     return manifest
 
 
+# How many of the calibration texts static int8 is calibrated on (default: all). Fewer make a faster export for
+# trials and the quick test set (docs/testing.md): an evenly spaced subset, named in the manifest.
+CALIBRATION_ENV = "JINA_ONNX_CALIBRATION_TEXTS"
+
+
+def calibration_subset(texts: list[str], wanted: str | None) -> tuple[list[str], str]:
+    """`texts` or an evenly spaced `wanted` of them, with the words the manifest records.
+
+    Example:
+        >>> calibration_subset([str(i) for i in range(10)], "3")
+        (['0', '3', '6'], '3 of 10 texts (evenly spaced), int8_calibration.txt')
+    """
+    if not wanted:
+        return texts, f"{len(texts)} texts, {CALIBRATION_FILE.name}"
+    if not wanted.isdigit() or int(wanted) < 1:
+        raise ExportError(f"{CALIBRATION_ENV}={wanted!r}: give a number of calibration texts (1 to {len(texts)})")
+    count = min(int(wanted), len(texts))
+    if count == len(texts):
+        return texts, f"{len(texts)} texts, {CALIBRATION_FILE.name}"
+    step = len(texts) / count
+    chosen = [texts[int(i * step)] for i in range(count)]
+    return chosen, f"{count} of {len(texts)} texts (evenly spaced), {CALIBRATION_FILE.name}"
+
+
 def _int8_variant(
     staging: Path,
     manifest: Manifest,
@@ -334,7 +358,7 @@ def _int8_variant(
     then weight-only (MatMulNBits, per-row activations). The kept graph's speed against fp32 is measured here
     and recorded with the CPU class it ran on (manifest extra["measured_on"])."""
     target = staging / FILES[Precision.INT8]
-    texts = calibration_texts()
+    texts, calibration = calibration_subset(calibration_texts(), os.environ.get(CALIBRATION_ENV))
     log.info("jina-onnx: quantizing to int8 (static, calibrated on %d texts)", len(texts))
     static_source, built_from = source_file, base.value
     unfused = None
@@ -353,7 +377,7 @@ def _int8_variant(
             target,
             feeds,
             ffn_output_matmuls(static_source),
-            f"{len(texts)} texts, {CALIBRATION_FILE.name}",
+            calibration,
         )
     finally:
         if unfused is not None:
