@@ -14,6 +14,7 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from .errors import JinaOnnxError
 
@@ -321,6 +322,36 @@ def _parser() -> argparse.ArgumentParser:
         help="require 'Authorization: Bearer KEY' (default: "
         "$JINA_ONNX_API_KEY; prefer the variable: arguments are visible to other users)",
     )
+    cluster = serve.add_argument_group(
+        "Ray Serve (--ray; needs the `ray` extra too)",
+        "replicas of this server on a Ray cluster, behind Ray Serve's proxy on --host:--port (docs/deploy.md)",
+    )
+    cluster.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        default=None,
+        metavar="ADDRESS",
+        help="serve on Ray Serve: no ADDRESS joins $RAY_ADDRESS or starts a local Ray; 'auto' joins the running "
+        "cluster",
+    )
+    cluster.add_argument("--replicas", default="1", help="replicas, or 'auto' to scale with the load (default 1)")
+    cluster.add_argument("--min-replicas", type=int, default=1, help="with --replicas auto (1)")
+    cluster.add_argument("--max-replicas", type=int, default=2, help="with --replicas auto (2)")
+    cluster.add_argument(
+        "--target-requests",
+        type=float,
+        default=16.0,
+        help="with --replicas auto: requests in each replica the autoscaler aims at (16)",
+    )
+    cluster.add_argument(
+        "--max-requests", type=int, default=64, help="requests one replica holds at once; more wait in Ray (64)"
+    )
+    cluster.add_argument("--cpus-per-replica", type=float, default=2.0, help="CPUs each replica reserves (2)")
+    cluster.add_argument("--gpus-per-replica", type=float, default=0.0, help="GPUs each replica reserves (0)")
+    cluster.add_argument(
+        "--request-timeout", type=float, default=60.0, help="seconds before Ray's proxy gives up on a request (60)"
+    )
     serve.set_defaults(run=_serve)
 
     prepare = commands.add_parser(
@@ -526,6 +557,8 @@ def _serve(args: argparse.Namespace) -> int:
         max_inputs_per_request=args.max_inputs_per_request,
         max_request_bytes=args.max_request_bytes,
     )
+    if args.ray is not None:
+        return _serve_on_ray(args, limits)
     serve(
         args.model or ["jina-embedding-t-en-v1"],
         host=args.host,
@@ -540,6 +573,66 @@ def _serve(args: argparse.Namespace) -> int:
         api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None,
         workers=args.workers,
     )
+    return 0
+
+
+def _serve_on_ray(args: argparse.Namespace, limits: Any) -> int:
+    """`serve --ray`: the same app in Ray Serve replicas (jina_onnx.serve.ray)."""
+    from .errors import InputError
+
+    for option, default in (("workers", 1), ("threads", None)):
+        if getattr(args, option) != default:
+            raise InputError(
+                f"--{option} does not apply with --ray: each replica is one process on its --cpus-per-replica "
+                "(use --replicas for more copies)"
+            )
+    if args.replicas != "auto" and not re.fullmatch(r"[0-9]+", args.replicas):
+        raise InputError(f"--replicas {args.replicas}: give a number of replicas or 'auto'")
+    if not 0 < args.request_timeout <= 3600:  # also refuses nan
+        raise InputError(f"--request-timeout={args.request_timeout} is out of range: use more than 0, up to 3600 (s)")
+    from .serve.workers import WorkerConfig, check_port
+
+    address = None if args.ray == "local" else args.ray
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if address is None and not os.environ.get("RAY_AUTH_MODE"):
+        # Ray 2.60 listens on every interface outside a loopback-only network namespace (docs/architecture.md,
+        # pitfall 10): the local Ray takes a token of its own (Ray's token authentication), so no one else can
+        # join it or run code on it. Ray reads these when it is first imported, below.
+        import secrets
+
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+    from .serve.replicas import Scaling, check_placement
+
+    scaling = Scaling(
+        replicas=None if args.replicas == "auto" else int(args.replicas),
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        target_requests=args.target_requests,
+        max_requests=args.max_requests,
+        cpus_per_replica=args.cpus_per_replica,
+        gpus_per_replica=args.gpus_per_replica,
+    )
+    # A replica may start on another node: a model given as a folder here is passed as its absolute path (which
+    # must then exist on every node: shared storage), a name as the name (each node's JINA_ONNX_HOME or the Hub).
+    models = [str(Path(m).resolve()) if Path(m).exists() else m for m in (args.model or ["jina-embedding-t-en-v1"])]
+    config = WorkerConfig(
+        models,
+        device=args.device,
+        precision=args.precision,
+        backend=args.backend,
+        batches_in_flight=args.batches_in_flight,
+        optimize_for=args.optimize_for,
+        limits=limits,
+        api_key=args.api_key or os.environ.get("JINA_ONNX_API_KEY") or None,
+    )
+    if address is None:
+        if scaling.gpus_per_replica == 0:  # this machine's CPUs are known before Ray starts: said at once
+            check_placement([{"Alive": True, "Resources": {"CPU": os.cpu_count() or 1}}], scaling)
+        check_port(args.host, args.port)  # the proxy runs here: a port in use is said before Ray starts
+    from .serve.ray import serve_on_ray
+
+    serve_on_ray(config, scaling, address=address, host=args.host, port=args.port, request_timeout=args.request_timeout)
     return 0
 
 

@@ -30,6 +30,7 @@ SKIPPED = {
     "jina_onnx.serve.app": "needs a listening server",
     "jina_onnx.serve.batcher": "needs a running event loop and a model",
     "jina_onnx.serve.loading": "loads models into a server",
+    "jina_onnx.serve.ray": "deploys on a Ray cluster; tests/test_ray_serve.py runs one",
     "jina_onnx.export": "exports from PyTorch (minutes); tests/test_export.py does it",
     "jina_onnx.export.exporter": "exports from PyTorch (minutes); tests/test_export.py does it",
     "jina_onnx.export.synthetic": "writes checkpoints; conftest.py does it",
