@@ -333,13 +333,11 @@ def calibration_subset(texts: list[str], wanted: str | None) -> tuple[list[str],
         >>> calibration_subset([str(i) for i in range(10)], "3")
         (['0', '3', '6'], '3 of 10 texts (evenly spaced), int8_calibration.txt')
     """
-    if not wanted:
-        return texts, f"{len(texts)} texts, {CALIBRATION_FILE.name}"
-    if not wanted.isdigit() or int(wanted) < 1:
+    if wanted and (not wanted.isdigit() or int(wanted) < 1):
         raise ExportError(f"{CALIBRATION_ENV}={wanted!r}: give a number of calibration texts (1 to {len(texts)})")
-    count = min(int(wanted), len(texts))
-    if count == len(texts):
+    if not wanted or int(wanted) >= len(texts):
         return texts, f"{len(texts)} texts, {CALIBRATION_FILE.name}"
+    count = int(wanted)
     step = len(texts) / count
     chosen = [texts[int(i * step)] for i in range(count)]
     return chosen, f"{count} of {len(texts)} texts (evenly spaced), {CALIBRATION_FILE.name}"

@@ -396,6 +396,14 @@ def ray_processes(marker: str) -> list[str]:
     return found
 
 
+def ray_gone(marker: str, within: float = 30.0) -> bool:
+    """Whether every Ray process started with `marker` in its environment has exited within `within` seconds."""
+    deadline = time.monotonic() + within
+    while ray_processes(marker) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return not ray_processes(marker)
+
+
 @pytest.mark.parametrize("quiet", [False, True])
 def test_failed_ray_job_says_why_in_one_line_and_leaves_no_ray_behind(artifact, paths, quiet) -> None:  # type: ignore[no-untyped-def]
     """A bad row stops the job on Ray: our one-line error (not Ray's tracebacks), exit 1, every Ray process
@@ -420,10 +428,7 @@ def test_failed_ray_job_says_why_in_one_line_and_leaves_no_ray_behind(artifact, 
     if quiet:
         assert [line for line in lines if "error:" in line] == lines[-1:] and not result.stdout
     assert not list(out.glob("*.parquet")) and not list(out.glob(".ray-staging-*"))
-    deadline = time.monotonic() + 30
-    while ray_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not ray_processes(marker)
+    assert ray_gone(marker), ray_processes(marker)
     if not quiet:  # the fix the message names works, with the progress bar on
         skip = run_cli(*result.args[3:], "--on-bad-row", "skip", timeout=300, env={marker: "1"})
         check(skip.returncode, skip.stdout, skip.stderr, 0, "embed jina-embedding-t-en-v1 on Ray: ")
@@ -445,10 +450,7 @@ def test_a_ray_job_the_cluster_cannot_hold_is_refused_and_stops_its_ray(artifact
         env={marker: "1"},
     )
     check(result.returncode, result.stdout, result.stderr, 1, "do not fit this Ray cluster")
-    deadline = time.monotonic() + 30
-    while ray_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not ray_processes(marker)
+    assert ray_gone(marker), ray_processes(marker)
 
 
 # ---- the server ------------------------------------------------------------------------------------------------

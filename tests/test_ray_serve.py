@@ -29,20 +29,13 @@ import pytest
 from benchmarks.serve import free_port, stop, wait_healthy
 from jina_onnx import build_model
 from jina_onnx.serve.workers import WorkerConfig
-from tests.test_no_traceback import KEY, SERVER_ROUTES, check, ray_processes, run_cli
+from tests.test_no_traceback import KEY, SERVER_ROUTES, check, ray_gone, ray_processes, run_cli
 
 ray = pytest.importorskip("ray")
 from jina_onnx.serve.ray import APP_NAME, DEPLOYMENT, Scaling, application, wait_until_running  # noqa: E402
 
 TEXTS = ["how is the weather today", "What is the current weather like today?", "a third, rather different text"]
 TIMEOUT = 20.0  # the proxy's request timeout in these tests (seconds)
-
-
-def gone(marker: str, within: float = 30.0) -> bool:
-    deadline = time.monotonic() + within
-    while ray_processes(marker) and time.monotonic() < deadline:
-        time.sleep(0.5)
-    return not ray_processes(marker)
 
 
 # ---- the command -----------------------------------------------------------------------------------------------
@@ -68,7 +61,7 @@ def test_cli_refuses_what_ray_cannot_place_in_one_line(artifact, argv: list[str]
     check(result.returncode, result.stdout, result.stderr, 1, fragment)
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert time.monotonic() - started < 30
-    assert gone(marker), ray_processes(marker)
+    assert ray_gone(marker), ray_processes(marker)
 
 
 # ---- a multi-node cluster ---------------------------------------------------------------------------------------
