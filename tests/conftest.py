@@ -153,6 +153,18 @@ def minilm_artifact(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def minilm_sts(minilm_artifact: Path) -> tuple[list[str], list[str], object, object, object]:
+    """STS-dev through the MiniLM export's fp32 graph, once per run (two tests need it; 3,000 sentences):
+    (first sentences, second sentences, gold scores, fp32 vectors of the first, of the second)."""
+    from benchmarks.sts import load_sts
+    from jina_onnx import build_model
+
+    first, second, scores = load_sts()
+    model = build_model(minilm_artifact, device="cpu", precision="fp32")
+    return first, second, scores, model.encode(first, batch_size=64), model.encode(second, batch_size=64)
+
+
+@pytest.fixture(scope="session")
 def t_model(artifact: Callable[[str], Path]):  # type: ignore[no-untyped-def]
     from jina_onnx import build_model
 

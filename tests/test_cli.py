@@ -15,6 +15,7 @@ import pytest
 
 from jina_onnx import build_model, cos_sim
 from jina_onnx.cli import main
+from jina_onnx.manifest import load_manifest
 
 SEED = ["how is the weather today", "What is the current weather like today?"]
 
@@ -52,8 +53,11 @@ def test_encode_stdin_to_npy(artifact, tmp_path: Path, monkeypatch) -> None:
 
 def test_export_command(checkpoint, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli-artifact"
-    assert main(["-q", "export", str(checkpoint("t")), "--out", str(out), "--name", "tiny"]) == 0
-    assert capsys.readouterr().out.strip() == str(out)
+    assert main(["export", str(checkpoint("t")), "--out", str(out), "--name", "tiny"]) == 0  # as a user runs it
+    said = capsys.readouterr()
+    assert said.out.strip() == str(out)
+    assert "jina-onnx: quantizing to int8" in said.err  # each long step says what it does
+    assert sorted(load_manifest(out).variants) == ["fp16", "fp32", "fp32-opt", "int8"]  # no --precision: all four
     assert build_model(out).name == "tiny"
     assert main(["-q", "export", str(checkpoint("t")), "--out", str(out)]) == 1
     assert "--overwrite" in capsys.readouterr().err
