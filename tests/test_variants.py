@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from conftest import layers_of, pooled_before_after
+from conftest import layers_of, left_to_full, pooled_before_after
 from onnx.shape_inference import infer_shapes
 
 from benchmarks.sts import load_sts, sts_spearman
@@ -99,11 +99,16 @@ def test_t5_fp16_runs_every_matmul_in_fp16(size: str, artifact) -> None:
 
 
 @pytest.fixture(scope="module")
-def hot_t5(tmp_path_factory) -> Path:
-    """An s checkpoint whose fp32 residual stream and FFN outputs exceed fp16's 65504 by more than 10x."""
+def hot_t5(tmp_path_factory, full: bool) -> Path:
+    """An s checkpoint whose fp32 residual stream and FFN outputs exceed fp16's 65504 by more than 10x (the quick
+    run: 2 of its 6 layers; the embedding and every layer's outputs are scaled, so 2 overflow as 6 do)."""
     from jina_onnx.export.synthetic import write_checkpoint
 
-    return write_checkpoint("s", tmp_path_factory.mktemp("hot-s"), ffn_output_scale=3e5, embedding_scale=3e5)
+    layers = find_spec("s").layers if full else 2
+    if not full:
+        left_to_full("tests/test_variants.py: hot_t5: layers", layers, find_spec("s").layers)
+    directory = tmp_path_factory.mktemp("hot-s")
+    return write_checkpoint("s", directory, ffn_output_scale=3e5, embedding_scale=3e5, layers=layers)
 
 
 def _t5_embeddings(model, tokenizer, texts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
@@ -259,16 +264,19 @@ def test_bad_precision_list(checkpoint, tmp_path: Path) -> None:
     assert not (tmp_path / "x").exists()
 
 
-def test_minilm_sts_per_precision(minilm_artifact) -> None:
-    first, second, scores = load_sts()
-    spearman = {}
-    for precision in ("fp32", "fp32-opt", "fp16", "int8"):
+def test_minilm_sts_per_precision(minilm_artifact, minilm_sts) -> None:
+    first, second, scores, fp32_first, fp32_second = minilm_sts
+    spearman = {"fp32": sts_spearman(fp32_first, fp32_second, scores)}
+    for precision in ("fp16", "int8"):  # judged by STS; fp32-opt is fp32's function, so by its vectors
         model = build_model(minilm_artifact, precision=precision)
         spearman[precision] = sts_spearman(
             model.encode(first, batch_size=64), model.encode(second, batch_size=64), scores
         )
     print("MiniLM STS-dev Spearman x100:", {k: round(v, 2) for k, v in spearman.items()})
-    assert abs(spearman["fp32-opt"] - spearman["fp32"]) <= 0.01
+    # fp32-opt on every 4th pair's sentences (750 of 3,000): within fp32's 1e-4 of the fp32 graph's vectors.
+    fused = build_model(minilm_artifact, precision="fp32-opt")
+    np.testing.assert_allclose(fused.encode(first[::4], batch_size=64), fp32_first[::4], atol=1e-4)
+    np.testing.assert_allclose(fused.encode(second[::4], batch_size=64), fp32_second[::4], atol=1e-4)
     assert abs(spearman["fp16"] - spearman["fp32"]) <= 0.1
     assert abs(spearman["int8"] - spearman["fp32"]) <= 0.5  # static int8: +0.01 measured
 
