@@ -60,7 +60,9 @@ def test_one_command_writes_json_markdown_and_plots(
     data = json.loads(json_path.read_text())
     model = data["models"]["t"]
     assert {label for label, s in model["runners"].items() if s["status"] == "ok"} == expected
-    for section in ("short", "long", "fixed128_b1", "fixed128_b8", "fixed128_b32", "fixed128_b128"):
+    sections = ("short", "long", *(f"fixed128_b{batch}" for batch in suite.SMOKE.fixed_texts))
+    assert set(model["throughput"]) == set(sections)
+    for section in sections:
         assert set(model["throughput"][section]) == expected, section
         assert all(r["texts_per_s"] > 0 for r in model["throughput"][section].values())
         assert model["speedup_vs_torch_fp32"][section]["torch fp32"] == 1.0
