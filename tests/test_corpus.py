@@ -232,12 +232,15 @@ def test_a_shipped_artifact_leaves_no_copy_on_the_node(artifact, tmp_path: Path,
     assert list(node_tmp.iterdir()) == []
 
 
-def test_a_killed_ray_worker_changes_nothing(artifact, local_ray, tmp_path: Path) -> None:
+def test_a_killed_ray_worker_changes_nothing(artifact, local_ray, sized, tmp_path: Path) -> None:
     import psutil
 
     from jina_onnx.ray import run_corpus_job
 
-    shards = {f"k{i}.txt": texts_for(3000, seed=40 + i) for i in range(4)}
+    # The quick run: 1,500 rows a shard. The actor is killed about 15 s into the job here (Ray Data's start
+    # and the actors' model loads come first) and the job ran 15 s more; at 3,000 it ran 35 s more.
+    rows = int(sized(1500, 3000, "rows per shard"))
+    shards = {f"k{i}.txt": texts_for(rows, seed=40 + i) for i in range(4)}
     source = write_corpus(tmp_path / "in", shards)
     killed: list[int] = []
 
