@@ -53,9 +53,9 @@ def test_pipelined_equals_serial_exactly(models, artifact, sized, monkeypatch) -
     serial, pipelined = models
     assert (serial.host_workers, pipelined.host_workers) == (0, 3) and pipelined.pipeline
     # Three windows (the first small), each cut into slices for the workers. The quick run makes the full
-    # windows 1,024 texts instead of 4,096 (the same code, a quarter of the texts): a swap of two workers'
+    # windows 512 texts instead of 4,096 (the same code, an eighth of the texts): a swap of two workers'
     # slices inside a window fails it as it fails the full size.
-    window = int(sized(1024, 4096, "texts in a full sort window"))
+    window = int(sized(512, 4096, "texts in a full sort window"))
     monkeypatch.setattr(batching, "WINDOW_TEXTS", window)
     texts = mixed_texts(window + 400)
     assert len(sort_windows(len(texts), DEVICE_DEFAULTS["cpu"][0])) == 3
