@@ -17,10 +17,10 @@ import pytest
 from jina_onnx.registry import MODELS
 
 SIZES = [spec.name.split("-")[2] for spec in MODELS]  # t, s, b, l
-# The quick run exports b and l with 2 of their 12 and 24 layers: every width, head count and op of the real
+# The quick run exports s, b and l with 2 of their 6, 12 and 24 layers: every width, head count and op of the real
 # config is traced, fused, quantized and gated (layer 0 carries T5's relative-position bias, layer 1 shows the
-# rest), at a sixth of l's export time. --full exports them whole.
-QUICK_LAYERS = {"b": 2, "l": 2}
+# rest), at a sixth of l's export time. t keeps its 4 (it is the model most tests run). --full exports them whole.
+QUICK_LAYERS = {"s": 2, "b": 2, "l": 2}
 LEFT_TO_FULL: dict[str, str] = {}  # what the quick run checked at a smaller size -> the size --full checks
 
 
@@ -29,7 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--full",
         action="store_true",
         default=False,
-        help="run the slow checks at their original sizes (the whole b and l, 200,000 texts, minute-long soaks)",
+        help="run the slow checks at their original sizes (the whole s, b and l, 200,000 texts, minute-long soaks)",
     )
 
 
@@ -95,7 +95,7 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, request: pytest.Fix
 
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory, full: bool) -> Callable[[str], Path]:
-    """checkpoint("t") -> a hub-layout checkpoint directory with seeded random weights (b and l with
+    """checkpoint("t") -> a hub-layout checkpoint directory with seeded random weights (s, b and l with
     QUICK_LAYERS layers unless --full)."""
     from jina_onnx.export.synthetic import write_checkpoint
     from jina_onnx.registry import find_spec
@@ -173,7 +173,7 @@ def t_model(artifact: Callable[[str], Path]):  # type: ignore[no-untyped-def]
 
 def layers_of(directory: Path) -> int:
     """The encoder layers of a checkpoint or export directory (its config.json): the registry's count in the
-    full run, QUICK_LAYERS for b and l in the quick one."""
+    full run, QUICK_LAYERS for s, b and l in the quick one."""
     import json
 
     config = json.loads((directory / "config.json").read_text())

@@ -197,7 +197,7 @@ def test_rescaling_is_exact_in_fp32_and_refuses_a_graph_it_would_change(artifact
     path = artifact("s") / "onnx" / "model_cpu_fused.onnx"
     model = onnx.load(str(path))
     weights, _ = residual_stream(model.graph)
-    assert len(weights) == 1 + 2 * find_spec("s").layers  # the embedding, and o and wo of each layer
+    assert len(weights) == 1 + 2 * layers_of(artifact("s"))  # the embedding, and o and wo of each layer
     # The function is unchanged: the same embeddings from the rescaled fp32 graph.
     rescale_residual_stream(model, 2.0**-8)
     feed = {
