@@ -239,14 +239,7 @@ def _parser() -> argparse.ArgumentParser:
     embed.add_argument("--overwrite", action="store_true", help="redo finished shards instead of skipping them")
     _truncation_option(embed)
     _precision_option(embed)
-    embed.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        default=None,
-        metavar="ADDRESS",
-        help="run on Ray Data: no ADDRESS starts a local Ray, 'auto' joins the running cluster",
-    )
+    _ray_option(embed, "run on Ray Data: no ADDRESS starts a local Ray, 'auto' joins the running cluster")
     embed.add_argument("--workers", type=int, default=1, help="with --ray: embedding actors (model copies)")
     embed.add_argument("--cpus-per-worker", type=float, default=1.0, help="with --ray: CPUs Ray reserves per actor")
     embed.add_argument(
@@ -326,14 +319,9 @@ def _parser() -> argparse.ArgumentParser:
         "Ray Serve (--ray; needs the `ray` extra too)",
         "replicas of this server on a Ray cluster, behind Ray Serve's proxy on --host:--port (docs/deploy.md)",
     )
-    cluster.add_argument(
-        "--ray",
-        nargs="?",
-        const="local",
-        default=None,
-        metavar="ADDRESS",
-        help="serve on Ray Serve: no ADDRESS joins $RAY_ADDRESS or starts a local Ray; 'auto' joins the running "
-        "cluster",
+    _ray_option(
+        cluster,
+        "serve on Ray Serve: no ADDRESS joins $RAY_ADDRESS or starts a local Ray; 'auto' joins the running cluster",
     )
     cluster.add_argument("--replicas", default="1", help="replicas, or 'auto' to scale with the load (default 1)")
     cluster.add_argument("--min-replicas", type=int, default=1, help="with --replicas auto (1)")
@@ -396,6 +384,11 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         help="CPU engine (auto: OpenVINO where installed and measured faster here, else ONNX Runtime)",
     )
     _truncation_option(parser)
+
+
+def _ray_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, help: str) -> None:
+    """`--ray [ADDRESS]`: the option alone gives "local" (the command decides what that starts or joins)."""
+    parser.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS", help=help)
 
 
 def _precision_option(parser: argparse.ArgumentParser) -> None:

@@ -478,16 +478,8 @@ def _ray_session(ray: Any, address: str | None, num_cpus: float | None) -> Itera
     # what a user needs. Read when Ray Data sets up its logging, on its first import.
     os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
     with contextlib.ExitStack() as stack:
-        terminal = stack.enter_context(_stderr_to_file())
-        ray.init(
-            # "local": a new Ray of our own. With None, Ray joins the last cluster started on this machine
-            # (/tmp/ray/ray_current_cluster), which hung a job on one in another network namespace.
-            address=address or "local",
-            num_cpus=num_cpus if address is None else None,
-            include_dashboard=False,
-            log_to_driver=False,
-            logging_level=logging.WARNING,
-        )
+        terminal = stack.enter_context(stderr_to_file())
+        init_quiet(ray, address, num_cpus)
         stack.callback(ray.shutdown)
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False  # ours reports the job
@@ -497,8 +489,22 @@ def _ray_session(ray: Any, address: str | None, num_cpus: float | None) -> Itera
         yield terminal
 
 
+def init_quiet(ray: Any, address: str | None, num_cpus: float | None = None) -> None:
+    """`ray.init` as `embed --ray` and `serve --ray` start or join Ray: `address` None starts a Ray of our own
+    ("local": with None, Ray joins the last cluster started on this machine, /tmp/ray/ray_current_cluster, which
+    hung a job on one in another network namespace), with no dashboard (its job API runs code for anyone who
+    reaches it) and Ray's logs kept off the driver."""
+    ray.init(
+        address=address or "local",
+        num_cpus=num_cpus if address is None else None,
+        include_dashboard=False,
+        log_to_driver=False,
+        logging_level=logging.WARNING,
+    )
+
+
 @contextlib.contextmanager
-def _stderr_to_file() -> Iterator[TextIO]:
+def stderr_to_file() -> Iterator[TextIO]:
     """Descriptor 2 into a temporary log while the block runs; yields a stream on the former descriptor 2 (the
     terminal). The log is removed unless the block fails with something other than our own error."""
     import sys

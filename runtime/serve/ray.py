@@ -167,19 +167,14 @@ def serve_on_ray(
     import signal
     import threading
 
-    from ..corpus.ray import _stderr_to_file
+    from ..corpus.ray import init_quiet, stderr_to_file
     from .workers import prepare
 
     local = address is None and not os.environ.get("RAY_ADDRESS")
     stopping = threading.Event()
-    with _stderr_to_file() as terminal:  # Ray's own output goes to a log file, named if this fails
+    with stderr_to_file() as terminal:  # Ray's own output goes to a log file, named if this fails
         try:
-            ray.init(
-                address="local" if local else address,  # None would join the last cluster started here
-                include_dashboard=False,  # the dashboard's job API runs code for anyone who reaches it
-                log_to_driver=False,
-                logging_level=logging.WARNING,
-            )
+            init_quiet(ray, None if local else address or os.environ["RAY_ADDRESS"])
         except (ConnectionError, RuntimeError, ray.exceptions.RayError) as error:
             where = "start Ray" if local else f"join the Ray cluster at {address or os.environ.get('RAY_ADDRESS')}"
             raise JinaOnnxError(f"could not {where}: {str(error).strip().splitlines()[0][:300]}") from None

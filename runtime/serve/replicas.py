@@ -72,8 +72,8 @@ class Scaling:
         options: dict[str, Any] = {
             "max_ongoing_requests": self.max_requests,
             "ray_actor_options": {"num_cpus": self.cpus_per_replica, "num_gpus": self.gpus_per_replica},
-            # A replica's health check is a Ray call while it serves: 10 s apart, and one slow answer
-            # is no reason to replace it.
+            # A replica's health check is a Ray call made while it serves: every 2 s, with 10 s to answer, so
+            # one slow answer is no reason to replace it.
             "health_check_period_s": 2.0,
             "health_check_timeout_s": 10.0,
             "graceful_shutdown_timeout_s": 10.0,
